@@ -1,0 +1,154 @@
+"""The `ftr` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__, load, read_source
+from .diagnostics import RecipeError
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("ftr: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftr", description="Check, plan, run and compile fine-tuning recipes.")
+    parser.add_argument("--version", action="version", version=f"ftr {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="find every mistake in recipes")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--syntax", action="store_true", help="stop before building the model (no torch)")
+    check.add_argument("--no-data", action="store_true", help="do not look at the data")
+    _add_set(check)
+    check.set_defaults(run=_check)
+
+    fmt = commands.add_parser("fmt", help="rewrite recipes in canonical form")
+    fmt.add_argument("files", nargs="+", metavar="FILE", help="recipe files, or - for standard input")
+    fmt.add_argument("--check", action="store_true", help="only report files that would change")
+    fmt.set_defaults(run=_fmt)
+
+    plan = commands.add_parser("plan", help="show what trains at each epoch, and how fast")
+    plan.add_argument("file", metavar="FILE")
+    plan.add_argument("--json", action="store_true", help="print the resolved plan as JSON")
+    plan.add_argument("--no-data", action="store_true", help="do not look at the data")
+    _add_set(plan)
+    plan.set_defaults(run=_plan)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
+    schema.set_defaults(run=_schema)
+    return parser
+
+
+def _add_set(parser):
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a statement, e.g. train.epochs=3 (repeatable)",
+    )
+
+
+def _report(error: RecipeError) -> None:
+    print(error.render(), file=sys.stderr)
+
+
+def _warn(recipe) -> None:
+    for warning in recipe.warnings:
+        print(warning.render(recipe.source, recipe.filename), file=sys.stderr)
+
+
+def _check(args) -> int:
+    failed = False
+    for file in args.files:
+        try:
+            recipe = load(file, args.overrides)
+            if not args.syntax:
+                from .resolve import resolve
+
+                resolve(recipe, data=not args.no_data)
+            _warn(recipe)
+        except RecipeError as error:
+            _report(error)
+            failed = True
+    return 1 if failed else 0
+
+
+def _plan(args) -> int:
+    from .resolve import resolve
+    from .resolve.table import plan_table
+
+    try:
+        recipe = load(args.file, args.overrides)
+        plan = resolve(recipe, data=not args.no_data)
+    except RecipeError as error:
+        _report(error)
+        return 1
+    _warn(recipe)
+    print(plan.model_dump_json(indent=2) if args.json else plan_table(plan))
+    return 0
+
+
+def _schema(args) -> int:
+    from .recipe import Recipe
+
+    print(json.dumps(Recipe.model_json_schema(), indent=2))
+    return 0
+
+
+def _fmt(args) -> int:
+    from .formatter import format_text
+
+    changed = failed = False
+    for file in args.files:
+        try:
+            source = sys.stdin.read() if file == "-" else read_source(file)
+            formatted = format_text(source, "<stdin>" if file == "-" else file)
+        except RecipeError as error:
+            _report(error)
+            failed = True
+            continue
+        if file == "-":
+            if not args.check:
+                sys.stdout.write(formatted)
+            changed |= formatted != source
+        elif formatted != source:
+            changed = True
+            if args.check:
+                print(f"would reformat {file}", file=sys.stderr)
+            else:
+                write_atomically(Path(file), formatted)
+                print(f"reformatted {file}", file=sys.stderr)
+    if failed:
+        return 1
+    return 1 if args.check and changed else 0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write text to path so that a reader sees the old file or the new one, never half of one."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,453 @@
+"""The typed recipe: what a `.ftr` file says, as Pydantic v2 models.
+
+Every function-like value of the language (a transform, a head, a data source,
+an optimizer, ...) is a model with a `kind` tag; its other fields, in the order
+declared here, are the function's positional parameters. Defaults are those of
+`language.md`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _tagged(*members):
+    return Annotated[members, Field(discriminator="kind")]
+
+
+Size = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
+Triple = Annotated[list[float], Field(min_length=3, max_length=3)]
+
+
+# --- selectors -----------------------------------------------------------------
+
+
+class Selector(Strict):
+    """One selector: a name (group, `head`, `backbone`, `all` or a module path),
+    a dotted module path, a glob on dotted paths, or a slice/index of a container."""
+
+    kind: Literal["name", "path", "glob", "slice", "index"]
+    text: str = Field(description="the name, path or glob; for slice/index, the container's path")
+    start: int | None = None
+    stop: int | None = None
+    step: int | None = None
+    index: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "index":
+            return f"{self.text}[{self.index}]"
+        if self.kind == "slice":
+            part = lambda n: "" if n is None else str(n)  # noqa: E731
+            step = f":{self.step}" if self.step is not None else ""
+            return f"{self.text}[{part(self.start)}:{part(self.stop)}{step}]"
+        return self.text
+
+
+class SelectorList(Strict):
+    """`A, B except C, D`: everything A or B covers minus everything C or D covers."""
+
+    include: list[Selector] = Field(min_length=1)
+    exclude: list[Selector] = []
+
+
+# --- model ---------------------------------------------------------------------
+
+
+class NoWeights(Strict):
+    kind: Literal["none"] = "none"
+
+
+class DefaultWeights(Strict):
+    kind: Literal["default"] = "default"
+
+
+class EnumWeights(Strict):
+    kind: Literal["enum"] = "enum"
+    member: str = Field(description="a member of the builder's torchvision weights enum, e.g. IMAGENET1K_V2")
+
+
+class FileWeights(Strict):
+    kind: Literal["file"] = "file"
+    path: str = Field(description="a local checkpoint, loaded with weights_only=True")
+    key: str | None = Field(None, description="take this sub-dictionary of the file")
+    strip: str | None = Field(None, description="remove this prefix from every key")
+    strict: bool = Field(True, description="missing, unexpected or misshapen keys are errors")
+
+
+Weights = _tagged(NoWeights, DefaultWeights, EnumWeights, FileWeights)
+
+
+class LinearHead(Strict):
+    kind: Literal["linear"] = "linear"
+    classes: Size
+    dropout: float = Field(0.0, ge=0, lt=1)
+    at: str | None = Field(None, description="the module the head replaces, when it cannot be found")
+
+
+class MlpHead(Strict):
+    kind: Literal["mlp"] = "mlp"
+    classes: Size
+    hidden: Size | Annotated[list[Size], Field(min_length=1)] = 512
+    dropout: float = Field(0.0, ge=0, lt=1)
+    activation: Literal["relu", "gelu"] = "relu"
+    at: str | None = None
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [self.hidden] if isinstance(self.hidden, int) else list(self.hidden)
+
+
+Head = _tagged(LinearHead, MlpHead)
+
+
+class ModelSpec(Strict):
+    backbone: str = Field(description="a torchvision classification model builder, e.g. resnet50")
+    weights: Weights = NoWeights()
+    head: Head | None = Field(None, description="replaces the classifier; without it the builder's own stays")
+
+
+# --- data ----------------------------------------------------------------------
+
+
+class ImageFolderSource(Strict):
+    kind: Literal["imagefolder"] = "imagefolder"
+    path: str
+
+
+class CsvSource(Strict):
+    kind: Literal["csv"] = "csv"
+    path: str
+    root: str | None = Field(None, description="folder the image column is relative to")
+    image: str = "file"
+    label: str = "label"
+
+
+class SyntheticSource(Strict):
+    kind: Literal["synthetic"] = "synthetic"
+    classes: Size
+    count: Size = 64
+    size: Size = 32
+
+
+class TorchvisionSource(Strict):
+    kind: Literal["torchvision"] = "torchvision"
+    name: str = Field(description="a dataset class of torchvision.datasets, e.g. CIFAR10")
+    root: str = "data"
+    download: bool = False
+
+
+class Split(Strict):
+    kind: Literal["split"] = "split"
+    fraction: float = Field(gt=0, lt=1, description="stratified, seeded hold-out taken from train")
+
+
+Source = _tagged(ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource)
+ValSource = _tagged(ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource, Split)
+
+ImageSize = Size | Annotated[list[Size], Field(min_length=2, max_length=2)]
+
+
+class Resize(Strict):
+    kind: Literal["resize"] = "resize"
+    size: ImageSize
+
+
+class CenterCrop(Strict):
+    kind: Literal["center_crop"] = "center_crop"
+    size: ImageSize
+
+
+class RandomResizedCrop(Strict):
+    kind: Literal["random_resized_crop"] = "random_resized_crop"
+    size: ImageSize
+    scale: Pair = [0.08, 1.0]
+    ratio: Pair = [3 / 4, 4 / 3]
+
+
+class HFlip(Strict):
+    kind: Literal["hflip"] = "hflip"
+    p: Fraction = 0.5
+
+
+class VFlip(Strict):
+    kind: Literal["vflip"] = "vflip"
+    p: Fraction = 0.5
+
+
+class Rotate(Strict):
+    kind: Literal["rotate"] = "rotate"
+    degrees: float = Field(ge=0)
+
+
+class ColorJitter(Strict):
+    kind: Literal["color_jitter"] = "color_jitter"
+    brightness: float = Field(0.0, ge=0)
+    contrast: float = Field(0.0, ge=0)
+    saturation: float = Field(0.0, ge=0)
+    hue: float = Field(0.0, ge=0, le=0.5)
+
+
+class Grayscale(Strict):
+    kind: Literal["grayscale"] = "grayscale"
+    channels: Literal[1, 3] = 3
+
+
+class TrivialAugment(Strict):
+    kind: Literal["trivial_augment"] = "trivial_augment"
+
+
+class RandAugment(Strict):
+    kind: Literal["rand_augment"] = "rand_augment"
+    n: Annotated[int, Field(ge=0)] = 2
+    m: Annotated[int, Field(ge=0, le=30)] = 9
+
+
+class RandomErasing(Strict):
+    kind: Literal["random_erasing"] = "random_erasing"
+    p: Fraction = 0.5
+
+
+TRANSFORMS = (
+    Resize,
+    CenterCrop,
+    RandomResizedCrop,
+    HFlip,
+    VFlip,
+    Rotate,
+    ColorJitter,
+    Grayscale,
+    TrivialAugment,
+    RandAugment,
+    RandomErasing,
+)
+Transform = _tagged(*TRANSFORMS)
+
+
+class Normalize(Strict):
+    mean: Triple
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)]
+
+
+class DataSpec(Strict):
+    train: Source
+    val: ValSource | None = Field(None, description="without it, nothing is validated")
+    batch_size: Size = 32
+    eval_batch_size: Size | None = Field(None, description="defaults to batch_size")
+    workers: Annotated[int, Field(ge=0)] = 0
+    train_transforms: list[Transform] = []
+    eval_transforms: list[Transform] | Literal["weights"] = []
+    normalize: Literal["imagenet", "none", "weights"] | Normalize = "imagenet"
+    skip_bad_images: bool = Field(False, description="skip and count unreadable images instead of stopping")
+
+
+# --- train ---------------------------------------------------------------------
+
+
+class Sgd(Strict):
+    kind: Literal["sgd"] = "sgd"
+    momentum: float = Field(0.0, ge=0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class Adam(Strict):
+    kind: Literal["adam"] = "adam"
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    weight_decay: float = Field(0.0, ge=0)
+    eps: float = Field(1e-8, gt=0)
+
+
+class AdamW(Strict):
+    kind: Literal["adamw"] = "adamw"
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    weight_decay: float = Field(0.01, ge=0)
+    eps: float = Field(1e-8, gt=0)
+
+
+class RmsProp(Strict):
+    kind: Literal["rmsprop"] = "rmsprop"
+    alpha: float = Field(0.99, gt=0, lt=1)
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    eps: float = Field(1e-8, gt=0)
+
+
+Optimizer = _tagged(Sgd, Adam, AdamW, RmsProp)
+
+
+class Constant(Strict):
+    kind: Literal["constant"] = "constant"
+
+
+class StepSchedule(Strict):
+    kind: Literal["step"] = "step"
+    every: Size = Field(description="epochs between decays")
+    gamma: float = Field(0.1, gt=0)
+
+
+class Cosine(Strict):
+    kind: Literal["cosine"] = "cosine"
+    warmup: float = Field(0.0, ge=0, description="epochs of linear warmup (fractions allowed)")
+    min_lr: Fraction = Field(0.0, description="the floor, as a fraction of each group's rate")
+
+
+class LinearSchedule(Strict):
+    kind: Literal["linear"] = "linear"
+    warmup: float = Field(0.0, ge=0)
+
+
+class OneCycle(Strict):
+    kind: Literal["onecycle"] = "onecycle"
+    pct_start: float = Field(0.3, gt=0, lt=1)
+
+
+Schedule = _tagged(Constant, StepSchedule, Cosine, LinearSchedule, OneCycle)
+
+Rate = Annotated[float, Field(gt=0)]
+
+
+class Rates(Strict):
+    """`lr X`, `lr a=X, b=Y` or `lr X, a=Y`."""
+
+    default: Rate | None = Field(None, description="the rate of every group not named")
+    groups: dict[str, Rate] = {}
+
+    def of(self, group: str) -> float | None:
+        return self.groups.get(group, self.default)
+
+
+class ThawEvent(Strict):
+    epoch: Size
+    action: Literal["freeze", "unfreeze"]
+    selectors: SelectorList
+    warmup: float = Field(0.0, ge=0, description="epochs over which a thawed part's rate ramps up")
+
+
+class Gradual(Strict):
+    """`unfreeze gradually A, B, C from epoch N every K`."""
+
+    stages: list[Selector] = Field(min_length=1)
+    start: Size
+    every: Size
+
+
+class TrainSpec(Strict):
+    epochs: Size
+    optimizer: Optimizer = AdamW()
+    lr: Rates | None = None
+    schedule: Schedule = Constant()
+    freeze: SelectorList | None = Field(None, description="frozen at the start of epoch 1")
+    events: list[ThawEvent] = Field([], description="`at epoch N freeze|unfreeze ...` lines")
+    gradually: Gradual | None = None
+    batchnorm: Literal["eval", "train", "trainable"] = "eval"
+    no_weight_decay: list[Literal["bias", "norm"]] = []
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    clip_grad_norm: float | None = Field(None, gt=0)
+    accumulate: Size = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+
+# --- evaluate ------------------------------------------------------------------
+
+
+class LossMetric(Strict):
+    kind: Literal["loss"] = "loss"
+
+
+class AccuracyMetric(Strict):
+    kind: Literal["accuracy"] = "accuracy"
+
+
+class TopK(Strict):
+    kind: Literal["top_k"] = "top_k"
+    k: Size
+
+
+class MacroF1(Strict):
+    kind: Literal["macro_f1"] = "macro_f1"
+
+
+Metric = _tagged(LossMetric, AccuracyMetric, TopK, MacroF1)
+
+
+def metric_key(metric) -> str:
+    """The name a metric is logged under, without `val_`: loss, accuracy, top5, macro_f1."""
+    return f"top{metric.k}" if metric.kind == "top_k" else metric.kind
+
+
+class EarlyStop(Strict):
+    patience: Size
+    metric: str | None = Field(None, description="defaults to the `best` metric")
+    min_delta: float = Field(0.0, ge=0)
+
+
+class EvaluateSpec(Strict):
+    metrics: list[Metric] = [LossMetric(), AccuracyMetric()]
+    every: Size = Field(1, description="evaluate every N epochs (and always after the last)")
+    best: str | None = Field(None, description="keep the best model by this metric")
+    early_stop: EarlyStop | None = None
+
+    @property
+    def metric_keys(self) -> list[str]:
+        return [metric_key(m) for m in self.metrics]
+
+
+# --- recipe --------------------------------------------------------------------
+
+
+class Recipe(Strict):
+    name: str = Field(min_length=1, description='`recipe "name"`: names the run')
+    seed: Annotated[int, Field(ge=0)] = 0
+    output: str | None = Field(None, description="run directory; defaults to runs/<name>")
+    model: ModelSpec
+    data: DataSpec
+    groups: dict[str, SelectorList] = {}
+    train: TrainSpec
+    evaluate: EvaluateSpec = EvaluateSpec()
+
+    _spans: dict = PrivateAttr(default_factory=dict)
+    _source: str = PrivateAttr(default="")
+    _filename: str = PrivateAttr(default="<recipe>")
+    _warnings: list = PrivateAttr(default_factory=list)
+
+    @property
+    def output_dir(self) -> str:
+        return self.output if self.output is not None else f"runs/{self.name}"
+
+    @property
+    def spans(self) -> dict:
+        """Source position of every value, keyed by its path in the model."""
+        return self._spans
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def filename(self) -> str:
+        return self._filename
+
+    @property
+    def warnings(self) -> list:
+        """Diagnostics that do not stop the recipe."""
+        return self._warnings
+
+
+FUNCTION_FAMILIES = {
+    "weights": [NoWeights, DefaultWeights, EnumWeights, FileWeights],
+    "head": [LinearHead, MlpHead],
+    "data source": [ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource],
+    "validation source": [ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource, Split],
+    "transform": list(TRANSFORMS),
+    "optimizer": [Sgd, Adam, AdamW, RmsProp],
+    "schedule": [Constant, StepSchedule, Cosine, LinearSchedule, OneCycle],
+    "metric": [LossMetric, AccuracyMetric, TopK, MacroF1],
+}

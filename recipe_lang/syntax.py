@@ -1,0 +1,333 @@
+"""Text to syntax tree: the Lark parser, its post-lexer, and syntax errors in words."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from .diagnostics import Diagnostic, RecipeError, Span, did_you_mean
+from .nodes import Document, NodeProblem, to_document
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_SYNTAX_ERRORS = 20
+
+_OPEN = {"LPAR", "LSQB"}
+_CLOSE = {"RPAR", "RSQB"}
+_SWALLOW_NEWLINE_AFTER = {None, "_NL", "COMMA", "LBRACE"}
+
+
+class _TooDeep(Exception):
+    def __init__(self, token: Token):
+        self.token = token
+
+
+class _Newlines:
+    """Statements end at a newline, except inside ( ) or [ ], after a comma or
+    an opening brace; a closing brace and the end of the file end one too."""
+
+    always_accept = ("_NL",)
+
+    def __init__(self):
+        self.open: list[Token] = []  # brackets open at the last token read
+
+    def process(self, stream):
+        self.open = []
+        prev, last = None, None
+        for token in stream:
+            if token.type == "_NL":
+                if not self.open and prev not in _SWALLOW_NEWLINE_AFTER:
+                    yield token
+                    prev = "_NL"
+                continue
+            if token.type in _OPEN:
+                self.open.append(token)
+                if len(self.open) > MAX_DEPTH:
+                    raise _TooDeep(token)
+            elif token.type in _CLOSE and self.open:
+                self.open.pop()
+            elif token.type == "RBRACE" and prev not in ("_NL", "LBRACE"):
+                yield Token.new_borrow_pos("_NL", "", token)
+            yield token
+            prev, last = token.type, token
+        if prev not in (None, "_NL"):
+            yield Token(
+                "_NL",
+                "",
+                end_pos=last.end_pos,
+                line=last.end_line,
+                column=last.end_column,
+                end_line=last.end_line,
+                end_column=last.end_column,
+            )
+
+
+@lru_cache(maxsize=1)
+def _parser() -> tuple[Lark, list, _Newlines]:
+    comments: list = []
+    newlines = _Newlines()
+    grammar = resources.files(__package__).joinpath("grammar.lark").read_text(encoding="utf-8")
+    parser = Lark(
+        grammar,
+        parser="lalr",
+        lexer="contextual",
+        postlex=newlines,
+        propagate_positions=True,
+        maybe_placeholders=True,
+        lexer_callbacks={"COMMENT": comments.append},
+        cache=False,
+    )
+    return parser, comments, newlines
+
+
+def parse_document(text: str, filename: str = "<recipe>") -> Document:
+    """Parse recipe text into a Document, or raise RecipeError with every syntax error."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise RecipeError(
+            [
+                Diagnostic(
+                    f"recipe is larger than {MAX_BYTES // 1024} KiB",
+                    hint="a recipe is a short text; split data lists into a CSV file",
+                )
+            ],
+            text,
+            filename,
+        )
+    diagnostics: list[Diagnostic] = []
+    current = text
+    for _ in range(MAX_SYNTAX_ERRORS):
+        try:
+            return _parse_once(current, diagnostics, text, filename)
+        except _Recover as recover:
+            if diagnostics and recover.diagnostic.span == diagnostics[-1].span:
+                break
+            diagnostics.append(recover.diagnostic)
+            if recover.line is None:
+                break
+            current = _blank_line(current, recover.line)
+    raise RecipeError(diagnostics, text, filename)
+
+
+class _Recover(Exception):
+    def __init__(self, diagnostic: Diagnostic, line: int | None):
+        self.diagnostic, self.line = diagnostic, line
+
+
+def _parse_once(current: str, diagnostics: list, text: str, filename: str) -> Document:
+    parser, comments, newlines = _parser()
+    comments.clear()
+    try:
+        tree = parser.parse(current)
+        if diagnostics:
+            raise RecipeError(diagnostics, text, filename)
+        return to_document(tree, list(comments))
+    except _TooDeep as deep:
+        raise _Recover(
+            Diagnostic(
+                f"brackets nested deeper than {MAX_DEPTH} levels",
+                Span.of_token(deep.token),
+                hint="a recipe value needs only a few levels",
+            ),
+            None,
+        ) from None
+    except UnexpectedInput as error:
+        if isinstance(error.__context__, _TooDeep) or isinstance(getattr(error, "orig_exc", None), _TooDeep):
+            deep = error.__context__
+            raise _Recover(
+                Diagnostic(f"brackets nested deeper than {MAX_DEPTH} levels", Span.of_token(deep.token)), None
+            ) from None
+        unclosed = _unclosed_bracket(error, newlines.open)
+        if unclosed:
+            raise _Recover(unclosed, None) from None
+        line = None if isinstance(error, UnexpectedEOF) or _at_end(error, current) else error.line
+        raise _Recover(syntax_diagnostic(error, current), line) from None
+    except VisitError as error:
+        problem = error.orig_exc
+        if not isinstance(problem, NodeProblem):
+            raise
+        diagnostic = Diagnostic(problem.message, problem.span, hint=problem.hint)
+        raise _Recover(diagnostic, problem.span.line) from None
+
+
+_CLOSING = {"(": ")", "[": "]"}
+
+
+def _unclosed_bracket(error: UnexpectedInput, open_brackets: list[Token]) -> Diagnostic | None:
+    if not open_brackets:
+        return None
+    bracket = open_brackets[-1]
+    token = getattr(error, "token", None)
+    ends = isinstance(error, UnexpectedEOF) or token is None or token.type in ("RBRACE", "$END", "_NL")
+    if not ends and (token.line or 0) <= bracket.line:
+        return None
+    return Diagnostic(
+        f"'{bracket}' is never closed", Span.of_token(bracket), hint=f"close it with '{_CLOSING[bracket]}'"
+    )
+
+
+def _at_end(error: UnexpectedInput, text: str) -> bool:
+    token = getattr(error, "token", None)
+    return token is not None and (
+        token.type == "$END"
+        or (token.type == "_NL" and token.value == "" and getattr(token, "end_pos", 0) >= len(text.rstrip()))
+    )
+
+
+def _blank_line(text: str, line: int) -> str:
+    lines = text.split("\n")
+    if 0 < line <= len(lines):
+        lines[line - 1] = re.sub(r"[^{}]", " ", lines[line - 1])
+    return "\n".join(lines)
+
+
+# --- syntax errors in words ----------------------------------------------------
+
+_WORDS = {
+    "NAME": "a name",
+    "PATH": "a module path",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "_NL": "the end of the line",
+    "$END": "the end of the file",
+    "COMMA": "','",
+    "EQUAL": "'='",
+    "COLON": "':'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+}
+_VALUE_START = {"NUMBER", "STRING", "NAME", "LSQB", "LPAR"}
+_SELECTOR_START = {"NAME", "PATH", "STRING"}
+_KEYWORD_STATEMENTS = ("freeze", "unfreeze", "at", "head")
+
+
+def _word(terminal: str) -> str:
+    if terminal in _WORDS:
+        return _WORDS[terminal]
+    return f"'{terminal.lower()}'"
+
+
+def expected_words(expected) -> list[str]:
+    expected = set(expected)
+    words = []
+    if expected & {"RPAR", "RSQB"}:
+        expected.discard("_NL")
+    if _VALUE_START <= expected:
+        words.append("a value")
+        expected -= _VALUE_START | {"TRUE", "FALSE", "NONE"}
+    elif _SELECTOR_START <= expected:
+        words.append("a module name, path or group")
+        expected -= _SELECTOR_START
+    words += sorted(_word(t) for t in expected if not t.startswith("__"))
+    if len(words) > 5:
+        words = words[:5] + ["..."]
+    return words
+
+
+def _describe(token: Token) -> str:
+    if token.type == "_NL":
+        return "end of line"
+    if token.type == "$END":
+        return "end of file"
+    if token.type in ("NAME", "PATH"):
+        return f"name '{token}'"
+    if token.type == "NUMBER":
+        return f"number {token}"
+    if token.type == "STRING":
+        return f"string {token}"
+    return f"'{token}'"
+
+
+def syntax_diagnostic(error: UnexpectedInput, text: str) -> Diagnostic:
+    if isinstance(error, UnexpectedCharacters):
+        return _unexpected_character(error, text)
+    if isinstance(error, UnexpectedEOF):
+        lines = text.splitlines() or [""]
+        line = len(lines)
+        col = len(lines[-1]) + 1
+        return Diagnostic(
+            "unexpected end of file", Span(line, col, line, col + 1), hint=_expected_hint(_acceptable(error))
+        )
+    token = error.token
+    typo = _statement_typo(text, token)
+    if typo:
+        return typo
+    if token.type == "$END" or (token.type == "_NL" and not token.value):
+        line, col = token.line or 1, token.column or 1
+        lines = text.splitlines() or [""]
+        if token.type == "$END" or line > len(lines):
+            line, col = len(lines), len(lines[-1]) + 1
+        if _unclosed_block(error):
+            return Diagnostic(
+                "unexpected end of file: a block is not closed", Span(line, col, line, col + 1), hint="add '}'"
+            )
+        return Diagnostic(
+            "unexpected end of file", Span(line, col, line, col + 1), hint=_expected_hint(_acceptable(error))
+        )
+    span = Span.of_token(token)
+    if token.type == "_NL":
+        span = Span(token.line, token.column, token.line, token.column + 1)
+    return Diagnostic(f"unexpected {_describe(token)}", span, hint=_expected_hint(_acceptable(error)))
+
+
+def _unclosed_block(error: UnexpectedToken) -> bool:
+    return "RBRACE" in (error.expected or ()) or "NAME" in (error.expected or ()) and "RBRACE" in error.expected
+
+
+def _acceptable(error: UnexpectedInput) -> set:
+    return set(getattr(error, "accepts", None) or error.expected or ())
+
+
+def _expected_hint(expected) -> str | None:
+    words = expected_words(expected or ())
+    if not words:
+        return None
+    if len(words) == 1:
+        return f"expected {words[0]}"
+    return "expected " + ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _unexpected_character(error: UnexpectedCharacters, text: str) -> Diagnostic:
+    line, col = error.line, error.column
+    char = error.char
+    span = Span(line, col, line, col + 1)
+    if char == '"':
+        line_text = text.splitlines()[line - 1]
+        return Diagnostic(
+            "unterminated string", Span(line, col, line, len(line_text) + 1), hint="close it with '\"' on the same line"
+        )
+    if char == "\t":
+        return Diagnostic("unexpected tab", span)
+    shown = char if char.isprintable() else repr(char)
+    hint = None
+    if char == "'":
+        hint = "strings use double quotes"
+    elif char in "=:":
+        hint = _expected_hint(error.allowed)
+    return Diagnostic(f"unexpected character '{shown}'", span, hint=hint)
+
+
+def _statement_typo(text: str, token: Token) -> Diagnostic | None:
+    """A misspelt keyword statement (`freez all except head`) fails later on the
+    line; say what the first word was meant to be instead."""
+    if token.line is None or token.type in ("$END",):
+        return None
+    lines = text.splitlines()
+    if not 0 < token.line <= len(lines):
+        return None
+    match = re.match(r"(\s*)([A-Za-z_][A-Za-z0-9_]*)", lines[token.line - 1])
+    if not match or match.group(2) in _KEYWORD_STATEMENTS or len(match.group(2)) < 3:
+        return None
+    word = match.group(2)
+    hint = did_you_mean(word, _KEYWORD_STATEMENTS)
+    if hint is None or (token.line, token.column) == (token.line, len(match.group(1)) + 1):
+        return None
+    col = len(match.group(1)) + 1
+    return Diagnostic(f"unknown statement '{word}'", Span(token.line, col, token.line, col + len(word)), hint=hint)

@@ -1,0 +1,1 @@
+"""The PyTorch runtime: executes a resolved plan (model, data, optimizer, loop, checkpoints)."""

@@ -1,0 +1,1 @@
+"""Jinja2 templates of the standalone training script that `ftr compile` writes."""
