@@ -8,6 +8,8 @@ declared here, are the function's positional parameters. Defaults are those of
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -18,7 +20,7 @@ class Strict(BaseModel):
 
 
 def _tagged(*members):
-    return Annotated[members, Field(discriminator="kind")]
+    return Annotated[functools.reduce(operator.or_, members), Field(discriminator="kind")]
 
 
 Size = Annotated[int, Field(ge=1)]
@@ -155,9 +157,13 @@ ValSource = _tagged(ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSo
 ImageSize = Size | Annotated[list[Size], Field(min_length=2, max_length=2)]
 
 
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+
+
 class Resize(Strict):
     kind: Literal["resize"] = "resize"
-    size: ImageSize
+    size: ImageSize = Field(description="an int resizes the shorter side")
+    interpolation: Interpolation = "bilinear"
 
 
 class CenterCrop(Strict):
@@ -170,6 +176,7 @@ class RandomResizedCrop(Strict):
     size: ImageSize
     scale: Pair = [0.08, 1.0]
     ratio: Pair = [3 / 4, 4 / 3]
+    interpolation: Interpolation = "bilinear"
 
 
 class HFlip(Strict):

@@ -1,0 +1,3 @@
+from .resolver import resolve
+
+__all__ = ["resolve"]

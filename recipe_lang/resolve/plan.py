@@ -1,0 +1,117 @@
+"""The resolved plan: every decision of a recipe made once, as plain data.
+
+Both back ends (the runtime and the compiled script) read only this. Nothing
+downstream interprets a selector, a default or a preset again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..recipe import DataSpec, EvaluateSpec, Head, Normalize, Optimizer, Schedule, TrainSpec, Transform, Weights
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Classifier(Frozen):
+    """Where the head goes, and what reaches it."""
+
+    path: str = Field(description="module path of the classifier (replaced when the recipe has a head)")
+    in_features: int
+    out_features: int = Field(description="the builder's own class count")
+    adapter: str = Field(description="'none', or 'pool_flatten' (AdaptiveAvgPool2d+Flatten before the head)")
+    replaced: bool
+
+
+class ResolvedWeights(Frozen):
+    spec: Weights
+    enum: str | None = Field(None, description="the torchvision enum member, e.g. ResNet50_Weights.IMAGENET1K_V2")
+    ignored_keys: list[str] = Field([], description="keys of a weight file that are not loaded (the old classifier)")
+
+
+class Preprocess(Frozen):
+    """The image pipeline: decode to RGB, ToImage, transforms, ToDtype(float32), Normalize."""
+
+    train: list[Transform]
+    eval: list[Transform]
+    mean: list[float] | None = Field(description="None: no normalisation")
+    std: list[float] | None
+
+
+class Group(Frozen):
+    """A named part of the model (`head`, a user group, or `rest`)."""
+
+    name: str
+    lr: float | None = Field(description="base rate; None only for a group that never trains")
+    modules: list[str] = Field(description="the selectors that define it, as written (or 'head', 'rest')")
+    params: list[str]
+    numel: int
+
+
+class OptimizerGroup(Frozen):
+    """One torch param group, created at step 0 and never rebuilt.
+
+    A recipe group is split by weight decay and by thaw warmup, so that a
+    ramp can apply to exactly the parameters it thaws."""
+
+    group: str
+    params: list[str]
+    weight_decay: float
+    warmups: list[tuple[int, float]] = Field([], description="(epoch, epochs): rate ramps 0->1 from that epoch")
+
+
+class Phase(Frozen):
+    """A span of epochs in which the same parameters train."""
+
+    first: int
+    last: int
+    trainable: list[str]
+    numel: int = Field(description="number of trainable values")
+    bn_eval: list[str] = Field(description="BatchNorm modules kept in eval mode in this span")
+    thawed: list[str] = Field([], description="what thawed at the start of this span, as written")
+    frozen: list[str] = Field([], description="what froze at the start of this span, as written")
+
+
+class Plan(Frozen):
+    format: int = 1
+    name: str
+    seed: int
+    output: str
+    backbone: str
+    builder_kwargs: dict
+    weights: ResolvedWeights
+    head: Head | None
+    classifier: Classifier
+    total_params: int
+    groups: list[Group]
+    optimizer_groups: list[OptimizerGroup]
+    phases: list[Phase]
+    classes: list[str] | None = Field(description="class names, when the data could be read")
+    data: DataSpec
+    preprocess: Preprocess
+    optimizer: Optimizer
+    schedule: Schedule
+    train: TrainSpec
+    evaluate: EvaluateSpec
+    warnings: list[str] = []
+
+    @property
+    def epochs(self) -> int:
+        return self.train.epochs
+
+    def group(self, name: str) -> Group:
+        return next(g for g in self.groups if g.name == name)
+
+    def phase_of(self, epoch: int) -> Phase:
+        return next(p for p in self.phases if p.first <= epoch <= p.last)
+
+    def digest(self) -> str:
+        """A hash of every decision: a checkpoint of another plan is refused on resume."""
+        return hashlib.sha256(self.model_dump_json(exclude={"warnings"}).encode()).hexdigest()[:16]
+
+
+IMAGENET = Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])

@@ -1,0 +1,434 @@
+"""Recipe to Plan: the model built on the meta device, every selector matched,
+every parameter given one group, the trainable set of every epoch written out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..diagnostics import Diagnostic, RecipeError
+from ..recipe import CenterCrop, Normalize, Recipe, Resize
+from ..validation_errors import span_for
+from . import architectures, data_check, weights
+from .plan import IMAGENET, Classifier, Group, OptimizerGroup, Phase, Plan, Preprocess, ResolvedWeights
+from .problem import Problem
+from .selectors import ModelIndex, SelectorResolver
+
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+def resolve(recipe: Recipe, data: bool = True, weights_file: bool = True) -> Plan:
+    """Resolve a checked recipe against its model; raise RecipeError listing every problem.
+
+    data=False skips the data checks (`--no-data`, `ftr compile`); weights_file=False
+    skips opening a `weights file(...)`."""
+    return _Resolution(recipe, data, weights_file).plan()
+
+
+def _runs_with_head(model: nn.Module, classes: int, path: str) -> None:
+    """A forward pass on the meta device (shapes only) with the new head in place."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.empty(2, 3, 224, 224, device="meta"))
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise Problem(
+            f"the model does not run with a head at '{path}'",
+            notes=(first,),
+            hint="put the head where the classifier is (leave out `at` to let ftr find it)",
+        ) from None
+    if tuple(out.shape) != (2, classes):
+        raise Problem(
+            f"with a head at '{path}' the model outputs shape {tuple(out.shape)}, not (batch, {classes})",
+            hint="put the head where the classifier is (leave out `at` to let ftr find it)",
+        )
+
+
+class _Resolution:
+    def __init__(self, recipe: Recipe, data: bool, weights_file: bool):
+        self.recipe = recipe
+        self.check_data = data
+        self.check_weights_file = weights_file
+        self.diagnostics: list[Diagnostic] = []
+
+    # --- reporting -------------------------------------------------------------
+
+    def report(self, problem: Problem, *loc) -> None:
+        span = span_for(tuple(loc), self.recipe.spans)
+        self.diagnostics.append(Diagnostic(problem.message, span, problem.severity, problem.hint, problem.notes))
+
+    def attempt(self, loc: tuple, function, *args, default=None):
+        try:
+            return function(*args)
+        except Problem as problem:
+            self.report(problem, *loc)
+            return default
+
+    def fail_if_errors(self) -> None:
+        if any(d.is_error for d in self.diagnostics):
+            raise RecipeError(self.recipe.warnings + self.diagnostics, self.recipe.source, self.recipe.filename)
+
+    # --- the plan --------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        recipe = self.recipe
+        spec = recipe.model
+        model = self.attempt(("model", "backbone"), architectures.build, spec.backbone)
+        self.fail_if_errors()
+        backbone_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        classifier = self.classifier(model)
+        self.fail_if_errors()
+        resolved_weights = self.weights(backbone_shapes, classifier)
+        index = ModelIndex(model, classifier.path)
+        groups = self.groups(index)
+        selectors_ok = not any(d.is_error for d in self.diagnostics)
+        phases = self.phases(index, groups, judge=selectors_ok)
+        if selectors_ok:
+            self.rates(groups, phases)
+        classes = self.data_classes(classifier) if self.check_data else None
+        preprocess = self.preprocess(resolved_weights)
+        self.fail_if_errors()
+        recipe._warnings = recipe.warnings + self.diagnostics
+        return Plan(
+            name=recipe.name,
+            seed=recipe.seed,
+            output=recipe.output_dir,
+            backbone=spec.backbone,
+            builder_kwargs=architectures.builder_kwargs(spec.backbone),
+            weights=resolved_weights,
+            head=spec.head,
+            classifier=classifier,
+            total_params=sum(index.numel.values()),
+            groups=groups,
+            optimizer_groups=self.optimizer_groups(index, groups),
+            phases=phases,
+            classes=classes,
+            data=recipe.data,
+            preprocess=preprocess,
+            optimizer=recipe.train.optimizer,
+            schedule=recipe.train.schedule,
+            train=recipe.train,
+            evaluate=recipe.evaluate,
+            warnings=[d.render(recipe.source, recipe.filename) for d in self.diagnostics],
+        )
+
+    # --- model, head, weights --------------------------------------------------
+
+    def classifier(self, model: nn.Module) -> Classifier | None:
+        head = self.recipe.model.head
+        if head is not None and head.at is not None:
+            spot = self.attempt(("model", "head", "at"), architectures.spot_at, model, head.at)
+        else:
+            spot = self.attempt(("model", "head" if head else "backbone"), architectures.find_classifier, model)
+        if spot is None:
+            return None
+        if head is not None:
+            hidden = head.hidden_sizes if head.kind == "mlp" else []
+            activation = getattr(head, "activation", "relu")
+            with torch.device("meta"):
+                module = architectures.make_head(
+                    head.kind,
+                    head.classes,
+                    spot.in_features,
+                    hidden=hidden,
+                    dropout=head.dropout,
+                    activation=activation,
+                    adapter=spot.adapter,
+                )
+            architectures.replace_module(model, spot.path, module)
+            self.attempt(("model", "head"), _runs_with_head, model, head.classes, spot.path)
+        return Classifier(
+            path=spot.path,
+            in_features=spot.in_features,
+            out_features=spot.out_features,
+            adapter=spot.adapter,
+            replaced=head is not None,
+        )
+
+    def weights(self, backbone_shapes: dict, classifier: Classifier) -> ResolvedWeights:
+        spec = self.recipe.model.weights
+        backbone = self.recipe.model.backbone
+        if spec.kind in ("default", "enum"):
+            member = "default" if spec.kind == "default" else spec.member
+            loc = ("model", "weights", "member") if spec.kind == "enum" else ("model", "weights")
+            enum = self.attempt(loc, weights.enum_member, backbone, member)
+            return ResolvedWeights(spec=spec, enum=enum)
+        if spec.kind != "file" or not self.check_weights_file:
+            return ResolvedWeights(spec=spec)
+        state = self.attempt(("model", "weights"), weights.load_state_file, spec.path, spec.key, spec.strip)
+        if state is None:
+            return ResolvedWeights(spec=spec)
+        prefix = classifier.path + "." if classifier.replaced else None
+        diff = weights.compare_keys(backbone_shapes, state, prefix)
+        if not diff.is_clean():
+            severity = "error" if spec.strict else "warning"
+            self.report(
+                Problem(
+                    f"'{spec.path}' does not fit {backbone}",
+                    severity=severity,
+                    notes=diff.render(),
+                    hint="fix key= or strip=, or add strict=false to load what fits" if spec.strict else None,
+                ),
+                "model",
+                "weights",
+            )
+        return ResolvedWeights(spec=spec, ignored_keys=sorted(diff.dropped_classifier))
+
+    # --- groups ----------------------------------------------------------------
+
+    def groups(self, index: ModelIndex) -> list[Group]:
+        recipe = self.recipe
+        resolver = SelectorResolver(index)
+        owner = {p: "head" for p in index.head}
+        groups = [("head", ["head"], set(index.head))]
+        for name, selectors in recipe.groups.items():
+            params = self.select(resolver, selectors, ("groups", name))
+            shared = sorted(p for p in params if p in owner)
+            if shared:
+                others = sorted({owner[p] for p in shared})
+                self.report(
+                    Problem(
+                        f"group '{name}' shares {len(shared)} parameters with {', '.join(others)}",
+                        hint="a parameter belongs to one group; narrow one of them with except",
+                        notes=(f"shared: {', '.join(shared[:5])}" + (" ..." if len(shared) > 5 else ""),),
+                    ),
+                    "groups",
+                    name,
+                )
+            for p in params:
+                owner.setdefault(p, name)
+            groups.append((name, [str(s) for s in selectors.include], params))
+            resolver.groups[name] = params
+        rest = {p for p in index.params if p not in owner}
+        groups.append(("rest", ["rest"], rest))
+        self.resolver = resolver
+        rates = recipe.train.lr
+        return [
+            Group(
+                name=name,
+                lr=rates.of(name) if rates else None,
+                modules=modules,
+                params=[p for p in index.params if p in params],
+                numel=sum(index.numel[p] for p in params),
+            )
+            for name, modules, params in groups
+        ]
+
+    def select(self, resolver: SelectorResolver, selectors, loc: tuple) -> set[str]:
+        """The parameters of a selector list; each selector that fails is reported at its own position."""
+        found: dict[str, set[str]] = {"include": set(), "exclude": set()}
+        for part in ("include", "exclude"):
+            for i, selector in enumerate(getattr(selectors, part)):
+                params = self.attempt(loc + (part, i), resolver.one, selector, default=set())
+                found[part] |= params
+        return found["include"] - found["exclude"]
+
+    # --- epochs ----------------------------------------------------------------
+
+    def events(self):
+        """(epoch, action, selector list or stage, loc, warmup) in the order they apply."""
+        train = self.recipe.train
+        events = [
+            (e.epoch, e.action, e.selectors, ("train", "events", i), e.warmup) for i, e in enumerate(train.events)
+        ]
+        if train.gradually:
+            g = train.gradually
+            for i, stage in enumerate(g.stages):
+                events.append((g.start + i * g.every, "unfreeze", stage, ("train", "gradually", "stages", i), 0.0))
+        return sorted(events, key=lambda e: e[0])
+
+    def phases(self, index: ModelIndex, groups: list[Group], judge: bool = True) -> list[Phase]:
+        """The spans of epochs with the same trainable set; `judge` reports spans where
+        nothing trains (not after a selector failed: it would be a consequence)."""
+        train = self.recipe.train
+        frozen = set()
+        if train.freeze:
+            frozen = self.select(self.resolver, train.freeze, ("train", "freeze"))
+        trainable = set(index.params) - frozen
+        self.warmups: dict[str, list[tuple[int, float]]] = {}
+        by_epoch: dict[int, list] = {}
+        for event in self.events():
+            by_epoch.setdefault(event[0], []).append(event)
+        phases, start, thawed, froze = [], 1, [], []
+        for epoch in range(1, train.epochs + 1):
+            if epoch in by_epoch:
+                if epoch > 1:
+                    phases.append(self.phase(index, start, epoch - 1, trainable, thawed, froze))
+                start, thawed, froze = epoch, [], []
+                for event in by_epoch[epoch]:
+                    trainable = self.apply(event, trainable, thawed, froze)
+        phases.append(self.phase(index, start, train.epochs, trainable, thawed, froze))
+        for phase in phases if judge else []:
+            if not phase.trainable:
+                loc = ("train", "freeze") if phase.first == 1 else self.event_loc(phase.first)
+                span = f"epoch {phase.first}" + (f" to {phase.last}" if phase.last > phase.first else "")
+                self.report(Problem(f"nothing trains in {span}", hint="leave some part unfrozen"), *loc)
+        return phases
+
+    def event_loc(self, epoch: int) -> tuple:
+        return next(e[3] for e in self.events() if e[0] == epoch)
+
+    def apply(self, event, trainable: set[str], thawed: list, froze: list) -> set[str]:
+        epoch, action, selectors, loc, warmup = event
+        if hasattr(selectors, "include"):
+            params = self.select(self.resolver, selectors, loc + ("selectors",))
+            text = ", ".join(str(s) for s in selectors.include)
+        else:
+            params = self.attempt(loc, self.resolver.one, selectors, default=set())
+            text = str(selectors)
+        if action == "unfreeze":
+            if params and params <= trainable:
+                self.report(
+                    Problem(
+                        f"'{text}' already trains at epoch {epoch}",
+                        severity="warning",
+                        hint="remove this line, or freeze it first",
+                    ),
+                    *loc,
+                )
+            for p in params - trainable:
+                if warmup > 0:
+                    self.warmups.setdefault(p, []).append((epoch, warmup))
+            thawed.append(text)
+            return trainable | params
+        if params and not params & trainable:
+            self.report(Problem(f"'{text}' is already frozen at epoch {epoch}", severity="warning"), *loc)
+        froze.append(text)
+        return trainable - params
+
+    def phase(self, index: ModelIndex, first: int, last: int, trainable: set[str], thawed, froze) -> Phase:
+        policy = self.recipe.train.batchnorm
+        model_trainable = set(trainable)
+        bn_eval = []
+        for path, module in index.modules.items():
+            if not isinstance(module, BATCHNORM_TYPES):
+                continue
+            own = {f"{path}.{name}" for name, _ in module.named_parameters()}
+            if own and own & trainable:
+                continue
+            if policy == "trainable":
+                model_trainable |= own
+            elif policy == "eval":
+                bn_eval.append(path)
+        return Phase(
+            first=first,
+            last=last,
+            trainable=[p for p in index.params if p in model_trainable],
+            numel=sum(index.numel[p] for p in model_trainable),
+            bn_eval=bn_eval,
+            thawed=thawed,
+            frozen=froze,
+        )
+
+    # --- rates and optimizer groups --------------------------------------------
+
+    def rates(self, groups: list[Group], phases: list[Phase]) -> None:
+        for group in groups:
+            if group.lr is not None:
+                continue
+            members = set(group.params)
+            training = [p for p in phases if members & set(p.trainable)]
+            if training:
+                self.report(
+                    Problem(
+                        f"group '{group.name}' trains from epoch {training[0].first} but has no rate",
+                        hint=f"add {group.name}=... to lr, or give lr a default rate",
+                        notes=(f"'{group.name}' covers {', '.join(group.modules)}",) if group.name != "rest" else (),
+                    ),
+                    "train",
+                    "lr",
+                )
+
+    def optimizer_groups(self, index: ModelIndex, groups: list[Group]) -> list[OptimizerGroup]:
+        train = self.recipe.train
+        decay = getattr(train.optimizer, "weight_decay", 0.0)
+        no_decay = self.no_decay(index)
+        out = []
+        for group in groups:
+            if not group.params or group.lr is None:
+                continue
+            split: dict[tuple, list[str]] = {}
+            for p in group.params:
+                key = (p not in no_decay, tuple(self.warmups.get(p, ())))
+                split.setdefault(key, []).append(p)
+            for (decays, warmups), params in split.items():
+                out.append(
+                    OptimizerGroup(
+                        group=group.name, params=params, weight_decay=decay if decays else 0.0, warmups=list(warmups)
+                    )
+                )
+        return out
+
+    def no_decay(self, index: ModelIndex) -> set[str]:
+        kinds = set(self.recipe.train.no_weight_decay)
+        out = set()
+        if "bias" in kinds:
+            out |= {p for p in index.params if p.rsplit(".", 1)[-1] == "bias"}
+        if "norm" in kinds:
+            for path, module in index.modules.items():
+                if isinstance(module, NORM_TYPES):
+                    out |= {f"{path}.{name}" if path else name for name, _ in module.named_parameters()}
+        return out
+
+    # --- data and preprocessing ------------------------------------------------
+
+    def data_classes(self, classifier: Classifier) -> list[str] | None:
+        data = self.recipe.data
+        train = self.source_classes(data.train, ("data", "train"))
+        if data.val is not None and data.val.kind != "split":
+            val = self.source_classes(data.val, ("data", "val"))
+            if train is not None and val is not None and val != train:
+                missing = sorted(set(train) - set(val))
+                extra = sorted(set(val) - set(train))
+                notes = [f"only in train: {', '.join(missing[:5])}"] if missing else []
+                notes += [f"only in val: {', '.join(extra[:5])}"] if extra else []
+                self.report(
+                    Problem(
+                        "val has other classes than train",
+                        notes=notes,
+                        hint="both must hold the same class folders or labels",
+                    ),
+                    "data",
+                    "val",
+                )
+        if train is None:
+            return None
+        head = self.recipe.model.head
+        expected = head.classes if head else classifier.out_features
+        mismatch = data_check.count_mismatch(train, expected)
+        if mismatch:
+            if head is None:
+                mismatch.hint = f"add head linear(classes={len(train)}) to model"
+            self.report(mismatch, *(("model", "head", "classes") if head else ("data", "train")))
+        return train
+
+    def source_classes(self, source, loc: tuple) -> list[str] | None:
+        if source.kind == "imagefolder":
+            return self.attempt(loc, data_check.imagefolder_classes, source.path)
+        if source.kind == "csv":
+            return self.attempt(loc, data_check.csv_classes, source.path, source.root, source.image, source.label)
+        if source.kind == "torchvision":
+            return self.attempt(loc, data_check.torchvision_classes, source.name, source.root, source.download)
+        return [str(i) for i in range(source.classes)]
+
+    def preprocess(self, resolved: ResolvedWeights) -> Preprocess:
+        data = self.recipe.data
+        preset = None
+        if resolved.enum is not None:
+            member = resolved.enum.split(".", 1)[1]
+            preset = weights.preset(self.recipe.model.backbone, member)
+        eval_transforms = data.eval_transforms
+        if eval_transforms == "weights":
+            resize = Resize(size=preset["resize"], interpolation=preset["interpolation"])
+            eval_transforms = [resize, CenterCrop(size=preset["crop"])]
+        normalize = data.normalize
+        if normalize == "none":
+            mean = std = None
+        else:
+            if normalize == "weights":
+                normalize = Normalize(mean=preset["mean"], std=preset["std"])
+            elif normalize == "imagenet":
+                normalize = IMAGENET
+            mean, std = list(normalize.mean), list(normalize.std)
+        return Preprocess(train=data.train_transforms, eval=eval_transforms, mean=mean, std=std)

@@ -1,0 +1,116 @@
+"""`ftr plan`: the plan as tables a person reads at a glance."""
+
+from __future__ import annotations
+
+from .plan import Phase, Plan
+from .schedule import schedule_factor, warmup_factor
+
+
+def count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def plan_table(plan: Plan) -> str:
+    return "\n\n".join([_header(plan), _groups(plan), _phases(plan)]) + "\n"
+
+
+def _header(plan: Plan) -> str:
+    weights = plan.weights.enum or plan.weights.spec.kind
+    if plan.weights.spec.kind == "file":
+        weights = f"file {plan.weights.spec.path}"
+    lines = [f"{plan.name}: {plan.backbone} with {weights} weights, {count(plan.total_params)} parameters"]
+    c = plan.classifier
+    if plan.head is not None:
+        hidden = f" hidden {plan.head.hidden_sizes}" if plan.head.kind == "mlp" else ""
+        lines.append(
+            f"head: {plan.head.kind}{hidden} -> {plan.head.classes} classes, replaces {c.path} "
+            f"({c.in_features} features in)"
+        )
+    else:
+        lines.append(f"head: the builder's own {c.path} ({c.out_features} classes)")
+    train = plan.train
+    lines.append(
+        f"optimizer: {plan.optimizer.kind}, schedule: {plan.schedule.kind}, {train.epochs} epochs, "
+        f"batchnorm in frozen parts: {train.batchnorm}"
+    )
+    if plan.classes is not None:
+        shown = ", ".join(plan.classes[:6]) + (", ..." if len(plan.classes) > 6 else "")
+        lines.append(f"data: {len(plan.classes)} classes ({shown})")
+    return "\n".join(lines)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _groups(plan: Plan) -> str:
+    no_decay = {p for g in plan.optimizer_groups if g.weight_decay == 0 for p in g.params}
+    decays = any(g.weight_decay > 0 for g in plan.optimizer_groups)
+    rows = [["group", "covers", "params", "rate"] + (["no decay"] if decays else [])]
+    for g in plan.groups:
+        row = [g.name, ", ".join(g.modules), count(g.numel), rate(g.lr)]
+        if decays:
+            row.append(str(sum(1 for p in g.params if p in no_decay)) + " tensors")
+        rows.append(row)
+    return _table(rows)
+
+
+def _phases(plan: Plan) -> str:
+    rows = [["epochs", "trains", "trainable", "rates at start", "frozen BatchNorm", "changes"]]
+    for phase in plan.phases:
+        rows.append(
+            [
+                str(phase.first) if phase.first == phase.last else f"{phase.first}-{phase.last}",
+                _training_groups(plan, phase),
+                f"{count(phase.numel)} ({100 * phase.numel / max(plan.total_params, 1):.1f}%)",
+                _rates(plan, phase),
+                _bn(plan, phase),
+                _changes(phase),
+            ]
+        )
+    return _table(rows)
+
+
+def _training_groups(plan: Plan, phase: Phase) -> str:
+    trainable = set(phase.trainable)
+    names = []
+    for g in plan.groups:
+        inside = sum(1 for p in g.params if p in trainable)
+        if inside == len(g.params) and inside:
+            names.append(g.name)
+        elif inside:
+            names.append(f"{g.name} (part)")
+    return ", ".join(names)
+
+
+def _rates(plan: Plan, phase: Phase) -> str:
+    t = phase.first - 1
+    factor = schedule_factor(plan.schedule, t, plan.epochs)
+    trainable = set(phase.trainable)
+    parts = []
+    for g in plan.groups:
+        if g.lr is None or not trainable & set(g.params):
+            continue
+        warm = [og for og in plan.optimizer_groups if og.group == g.name and og.warmups]
+        ramp = any(warmup_factor(og.warmups, t) < 1 for og in warm)
+        parts.append(f"{g.name} {rate(g.lr * factor)}" + (" (warming up)" if ramp else ""))
+    return ", ".join(parts)
+
+
+def _bn(plan: Plan, phase: Phase) -> str:
+    if plan.train.batchnorm != "eval":
+        return plan.train.batchnorm
+    return f"eval ({len(phase.bn_eval)})" if phase.bn_eval else "-"
+
+
+def _changes(phase: Phase) -> str:
+    parts = [f"+{t}" for t in phase.thawed] + [f"-{t}" for t in phase.frozen]
+    return " ".join(parts)
