@@ -30,7 +30,7 @@ class _Newlines:
     """Statements end at a newline, except inside ( ) or [ ], after a comma or
     an opening brace; a closing brace and the end of the file end one too."""
 
-    always_accept = ("_NL",)
+    always_accept = ("_NL", "RBRACE")
 
     def __init__(self):
         self.open: list[Token] = []  # brackets open at the last token read

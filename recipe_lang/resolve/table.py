@@ -92,16 +92,20 @@ def _training_groups(plan: Plan, phase: Phase) -> str:
 
 
 def _rates(plan: Plan, phase: Phase) -> str:
+    """Each training group's rate at the start of the span; during a warmup, the
+    rate it ramps up to, marked as such."""
     t = phase.first - 1
-    factor = schedule_factor(plan.schedule, t, plan.epochs)
+    warmup = getattr(plan.schedule, "warmup", 0.0)
+    ramping = t < warmup
+    factor = schedule_factor(plan.schedule, max(t, warmup), plan.epochs)
     trainable = set(phase.trainable)
     parts = []
     for g in plan.groups:
         if g.lr is None or not trainable & set(g.params):
             continue
         warm = [og for og in plan.optimizer_groups if og.group == g.name and og.warmups]
-        ramp = any(warmup_factor(og.warmups, t) < 1 for og in warm)
-        parts.append(f"{g.name} {rate(g.lr * factor)}" + (" (warming up)" if ramp else ""))
+        thawing = any(warmup_factor(og.warmups, t) < 1 for og in warm)
+        parts.append(f"{g.name} {rate(g.lr * factor)}" + (" (warmup)" if ramping or thawing else ""))
     return ", ".join(parts)
 
 
