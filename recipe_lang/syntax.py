@@ -79,7 +79,7 @@ def _parser() -> tuple[Lark, list, _Newlines]:
         propagate_positions=True,
         maybe_placeholders=True,
         lexer_callbacks={"COMMENT": comments.append},
-        cache=False,
+        cache=True,
     )
     return parser, comments, newlines
 

@@ -1,0 +1,126 @@
+"""Latency of the front end and of the model-aware commands, as a user feels them.
+
+Prints one table: each command run as a whole process (median of N runs), next to
+the floor it cannot beat (a bare interpreter, and importing torch + torchvision),
+and parse + validate in-process.
+
+    python bench/cli_latency.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RECIPE = """recipe "bench-{backbone}"
+seed 1
+
+model {{
+  backbone {backbone}
+  weights default
+  head mlp(classes=10, hidden=256, dropout=0.2)
+}}
+
+data {{
+  train synthetic(classes=10, count=64, size=32)
+  val split(0.2)
+  batch_size 32
+  train_transforms random_resized_crop(224, scale=(0.6, 1.0)), hflip()
+  eval_transforms weights
+  normalize weights
+}}
+
+groups {{
+  top = {top}
+}}
+
+train {{
+  epochs 10
+  optimizer adamw(weight_decay=0.05)
+  lr head=1e-3, top=1e-4
+  schedule cosine(warmup=1)
+  freeze all except head
+  at epoch 3 unfreeze top warmup=1
+  no_weight_decay bias, norm
+}}
+
+evaluate {{
+  metrics loss, accuracy, top_k(5)
+  best accuracy
+}}
+"""
+
+TOPS = {"resnet50": "layer4", "vit_b_16": "encoder.layers[-2:]"}
+
+
+def whole_process(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr}")
+    return statistics.median(times)
+
+
+def in_process(text: str, runs: int) -> float:
+    sys.path.insert(0, str(ROOT))
+    import recipe_lang
+
+    recipe_lang.parse(text, "warm.ftr")  # the parser is built once per process
+    times = []
+    for _ in range(runs * 20):
+        start = time.perf_counter()
+        recipe_lang.parse(text, "bench.ftr")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    runs = parser.parse_args().runs
+    py = sys.executable
+    ftr = [py, "-m", "recipe_lang.cli"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for backbone, top in TOPS.items():
+            files[backbone] = Path(tmp, f"{backbone}.ftr")
+            files[backbone].write_text(RECIPE.format(backbone=backbone, top=top))
+        interpreter = whole_process([py, "-c", "pass"], runs)
+        torch_import = whole_process([py, "-c", "import torch, torchvision"], runs)
+        rows.append(("python -c pass (floor)", interpreter, None))
+        rows.append(("import torch, torchvision (floor)", torch_import, None))
+        rows.append(("ftr check --syntax", whole_process(ftr + ["check", "--syntax", str(files["resnet50"])], runs),
+                     interpreter))
+        rows.append(("ftr fmt --check", whole_process(ftr + ["fmt", "--check", str(files["resnet50"])], runs),
+                     interpreter))
+        for backbone, path in files.items():
+            rows.append((f"ftr check ({backbone})", whole_process(ftr + ["check", str(path)], runs), torch_import))
+            rows.append((f"ftr plan ({backbone})", whole_process(ftr + ["plan", str(path)], runs), torch_import))
+        parse_time = in_process(files["resnet50"].read_text(), runs)
+    print(f"{'command':40} {'seconds':>9} {'x floor':>8}")
+    for name, seconds, floor in rows:
+        ratio = f"{seconds / floor:8.2f}" if floor else f"{'':8}"
+        print(f"{name:40} {seconds:9.3f} {ratio}")
+    print(f"{'parse + validate, in process':40} {parse_time * 1000:8.2f}ms")
+    print(f"\n{runs} runs each (median); Python {sys.version.split()[0]}, {Path('/proc/cpuinfo').exists() and _cpus()}")
+
+
+def _cpus() -> str:
+    import os
+
+    return f"{os.cpu_count()} cores"
+
+
+if __name__ == "__main__":
+    main()
