@@ -183,6 +183,7 @@ class _Resolution:
         owner = {p: "head" for p in index.head}
         groups = [("head", ["head"], set(index.head))]
         for name, selectors in recipe.groups.items():
+            before = len(self.diagnostics)
             params = self.select(resolver, selectors, ("groups", name))
             shared = sorted(p for p in params if p in owner)
             if shared:
@@ -196,12 +197,23 @@ class _Resolution:
                     "groups",
                     name,
                 )
+            if not params and len(self.diagnostics) == before:
+                self.report(
+                    Problem(
+                        f"group '{name}' covers no parameters",
+                        severity="warning",
+                        hint="it selects only modules without weights",
+                    ),
+                    "groups",
+                    name,
+                )
             for p in params:
                 owner.setdefault(p, name)
             groups.append((name, [str(s) for s in selectors.include], params))
             resolver.groups[name] = params
         rest = {p for p in index.params if p not in owner}
         groups.append(("rest", ["rest"], rest))
+        resolver.groups["rest"] = rest
         self.resolver = resolver
         rates = recipe.train.lr
         return [

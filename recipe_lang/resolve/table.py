@@ -28,11 +28,12 @@ def _header(plan: Plan) -> str:
     lines = [f"{plan.name}: {plan.backbone} with {weights} weights, {count(plan.total_params)} parameters"]
     c = plan.classifier
     if plan.head is not None:
-        hidden = f" hidden {plan.head.hidden_sizes}" if plan.head.kind == "mlp" else ""
-        lines.append(
-            f"head: {plan.head.kind}{hidden} -> {plan.head.classes} classes, replaces {c.path} "
-            f"({c.in_features} features in)"
-        )
+        head = plan.head
+        widths = [c.in_features, *(head.hidden_sizes if head.kind == "mlp" else []), head.classes]
+        details = [head.activation] if head.kind == "mlp" else []
+        details += [f"dropout {head.dropout:g}"] if head.dropout else []
+        extra = f" ({', '.join(details)})" if details else ""
+        lines.append(f"head: {head.kind} {' -> '.join(map(str, widths))}{extra}, replaces {c.path}")
     else:
         lines.append(f"head: the builder's own {c.path} ({c.out_features} classes)")
     train = plan.train
@@ -53,7 +54,7 @@ def _table(rows: list[list[str]]) -> str:
 
 def _groups(plan: Plan) -> str:
     no_decay = {p for g in plan.optimizer_groups if g.weight_decay == 0 for p in g.params}
-    decays = any(g.weight_decay > 0 for g in plan.optimizer_groups)
+    decays = bool(plan.train.no_weight_decay) and any(g.weight_decay > 0 for g in plan.optimizer_groups)
     rows = [["group", "covers", "params", "rate"] + (["no decay"] if decays else [])]
     for g in plan.groups:
         row = [g.name, ", ".join(g.modules), count(g.numel), rate(g.lr)]
