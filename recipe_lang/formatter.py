@@ -32,6 +32,7 @@ from .nodes import (
     Str,
     TupleV,
 )
+from .recipe import quote
 from .syntax import parse_document
 
 HEADER_ORDER = ("recipe", "seed", "output")
@@ -112,13 +113,6 @@ def _(value: TupleV) -> str:
 
 def _joined(values: list) -> str:
     return ", ".join(value_text(v) for v in values)
-
-
-_QUOTED = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
-
-
-def quote(text: str) -> str:
-    return '"' + "".join(_QUOTED.get(ch, ch) for ch in text) + '"'
 
 
 def selectors_text(selectors: Selectors) -> str:

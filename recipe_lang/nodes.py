@@ -270,6 +270,10 @@ class _ToNodes(Transformer):
         quoted = base.type == "STRING"
         text = unquote(base) if quoted else str(base)
         span = _span(meta)
+        if colon2 is not None and step is not None and _int(step) == 0:
+            raise NodeProblem(
+                "slice step cannot be zero", Span.of_token(step), "use a step of 1 or more, or leave it out"
+            )
         if colon1 is None:
             sel = Sel("index", text, "", span, quoted=quoted, index=_int(start))
         else:

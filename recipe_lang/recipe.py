@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -44,13 +45,29 @@ class Selector(Strict):
     index: int | None = None
 
     def __str__(self) -> str:
+        """The selector as a recipe would write it."""
+        if self.kind == "name":
+            return self.text
+        if self.kind == "path" and _DOTTED.fullmatch(self.text):
+            return self.text
+        if self.kind in ("path", "glob"):
+            return quote(self.text)
+        base = self.text if _DOTTED.fullmatch(self.text) or _NAME.fullmatch(self.text) else quote(self.text)
         if self.kind == "index":
-            return f"{self.text}[{self.index}]"
-        if self.kind == "slice":
-            part = lambda n: "" if n is None else str(n)  # noqa: E731
-            step = f":{self.step}" if self.step is not None else ""
-            return f"{self.text}[{part(self.start)}:{part(self.stop)}{step}]"
-        return self.text
+            return f"{base}[{self.index}]"
+        part = lambda n: "" if n is None else str(n)  # noqa: E731
+        step = f":{self.step}" if self.step is not None else ""
+        return f"{base}[{part(self.start)}:{part(self.stop)}{step}]"
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+")
+
+
+def quote(text: str) -> str:
+    """A recipe string literal for text."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
 
 
 class SelectorList(Strict):
@@ -58,6 +75,10 @@ class SelectorList(Strict):
 
     include: list[Selector] = Field(min_length=1)
     exclude: list[Selector] = []
+
+    def __str__(self) -> str:
+        text = ", ".join(map(str, self.include))
+        return text + (" except " + ", ".join(map(str, self.exclude)) if self.exclude else "")
 
 
 # --- model ---------------------------------------------------------------------

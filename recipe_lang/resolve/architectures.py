@@ -130,7 +130,7 @@ def spot_at(model: nn.Module, path: str) -> ClassifierSpot:
     conv = module if _is_pointwise_conv(module) else _only_conv_of_block(module)
     if conv is None:
         raise Problem(
-            f"'{path}' is a {_describe(module)}, which a head cannot replace",
+            f"'{path}' is {_describe(module)}, which a head cannot replace",
             hint="a head replaces an nn.Linear, a 1x1 nn.Conv2d, or a block whose only layer with weights is one",
         )
     followers = _followers(model, path) if conv is module else []
@@ -224,8 +224,9 @@ def _followers(model: nn.Module, path: str) -> list[nn.Module]:
 
 def _describe(module: nn.Module) -> str:
     if isinstance(module, nn.Conv2d):
-        return f"Conv2d with a {'x'.join(map(str, module.kernel_size))} kernel"
-    return type(module).__name__
+        return f"a Conv2d with a {'x'.join(map(str, module.kernel_size))} kernel"
+    name = type(module).__name__
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
 
 
 def _closest_paths(path: str, modules: dict[str, nn.Module]) -> str:

@@ -68,9 +68,7 @@ def imagefolder_classes(path: str) -> list[str]:
     return classes
 
 
-def csv_classes(
-    path: str, root: str | None, image: str = "file", label: str = "label"
-) -> list[str]:
+def csv_classes(path: str, root: str | None, image: str = "file", label: str = "label") -> list[str]:
     """The distinct labels of a csv of (image, label) rows, sorted.
 
     Image paths are joined to root when it is given, else used as written.
@@ -102,9 +100,7 @@ def csv_classes(
                 if not os.path.isfile(file):
                     raise Problem(
                         f"image '{file}' on line {line} of '{path}' does not exist",
-                        hint=None
-                        if root
-                        else "set root to the folder the image paths are relative to",
+                        hint=None if root else "set root to the folder the image paths are relative to",
                     )
             labels.add(row[label])
     if not labels:
@@ -113,9 +109,7 @@ def csv_classes(
 
 
 def _dataset_names() -> list[str]:
-    return [
-        n for n in torchvision.datasets.__all__ if inspect.isclass(getattr(torchvision.datasets, n))
-    ]
+    return [n for n in torchvision.datasets.__all__ if inspect.isclass(getattr(torchvision.datasets, n))]
 
 
 def _class_name(c) -> str:
@@ -131,11 +125,7 @@ def torchvision_classes(name: str, root: str, download: bool = False) -> list[st
         raise Problem(f"unknown torchvision dataset '{name}'", hint=did_you_mean(name, names))
     cls = getattr(torchvision.datasets, name)
     params = inspect.signature(cls).parameters
-    required = [
-        p
-        for p in params.values()
-        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
+    required = [p for p in params.values() if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if "root" not in params or any(p.name != "root" for p in required):
         return None
     if not os.path.exists(root):
@@ -150,9 +140,7 @@ def torchvision_classes(name: str, root: str, download: bool = False) -> list[st
     try:
         dataset = cls(root, **kwargs)
     except ImportError as e:
-        raise Problem(
-            f"torchvision dataset {name} needs a package that is not installed", notes=(str(e),)
-        ) from None
+        raise Problem(f"torchvision dataset {name} needs a package that is not installed", notes=(str(e),)) from None
     except Exception as e:  # the library's own "Dataset not found or corrupted" etc.
         if download:
             return None

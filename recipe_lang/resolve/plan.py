@@ -47,7 +47,7 @@ class Group(Frozen):
 
     name: str
     lr: float | None = Field(description="base rate; None only for a group that never trains")
-    modules: list[str] = Field(description="the selectors that define it, as written (or 'head', 'rest')")
+    covers: str = Field(description="what it is made of: the group's selectors as a recipe writes them")
     params: list[str]
     numel: int
 

@@ -181,8 +181,19 @@ class _Resolution:
         recipe = self.recipe
         resolver = SelectorResolver(index)
         owner = {p: "head" for p in index.head}
-        groups = [("head", ["head"], set(index.head))]
+        head_note = "new head" if recipe.model.head else "the builder's classifier"
+        groups = [("head", f"{index.head_path} ({head_note})", set(index.head))]
         for name, selectors in recipe.groups.items():
+            if name in index.modules:
+                self.report(
+                    Problem(
+                        f"group '{name}' hides the module '{name}' in selectors",
+                        severity="warning",
+                        hint=f'rename the group; write "{name}" in quotes to mean the module',
+                    ),
+                    "groups",
+                    name,
+                )
             before = len(self.diagnostics)
             params = self.select(resolver, selectors, ("groups", name))
             shared = sorted(p for p in params if p in owner)
@@ -209,10 +220,10 @@ class _Resolution:
                 )
             for p in params:
                 owner.setdefault(p, name)
-            groups.append((name, [str(s) for s in selectors.include], params))
+            groups.append((name, str(selectors), params))
             resolver.groups[name] = params
         rest = {p for p in index.params if p not in owner}
-        groups.append(("rest", ["rest"], rest))
+        groups.append(("rest", "everything else", rest))
         resolver.groups["rest"] = rest
         self.resolver = resolver
         rates = recipe.train.lr
@@ -220,11 +231,11 @@ class _Resolution:
             Group(
                 name=name,
                 lr=rates.of(name) if rates else None,
-                modules=modules,
+                covers=covers,
                 params=[p for p in index.params if p in params],
                 numel=sum(index.numel[p] for p in params),
             )
-            for name, modules, params in groups
+            for name, covers, params in groups
         ]
 
     def select(self, resolver: SelectorResolver, selectors, loc: tuple) -> set[str]:
@@ -274,7 +285,7 @@ class _Resolution:
         for phase in phases if judge else []:
             if not phase.trainable:
                 loc = ("train", "freeze") if phase.first == 1 else self.event_loc(phase.first)
-                span = f"epoch {phase.first}" + (f" to {phase.last}" if phase.last > phase.first else "")
+                span = f"epochs {phase.first} to {phase.last}" if phase.last > phase.first else f"epoch {phase.first}"
                 self.report(Problem(f"nothing trains in {span}", hint="leave some part unfrozen"), *loc)
         return phases
 
@@ -346,11 +357,17 @@ class _Resolution:
                     Problem(
                         f"group '{group.name}' trains from epoch {training[0].first} but has no rate",
                         hint=f"add {group.name}=... to lr, or give lr a default rate",
-                        notes=(f"'{group.name}' covers {', '.join(group.modules)}",) if group.name != "rest" else (),
+                        notes=self.rate_notes(group),
                     ),
                     "train",
                     "lr",
                 )
+
+    def rate_notes(self, group: Group) -> tuple[str, ...]:
+        notes = [f"'{group.name}' covers {group.covers}"] if group.name != "rest" else []
+        if self.recipe.train.batchnorm == "trainable":
+            notes.append("batchnorm trainable trains the BatchNorm weights of frozen parts too")
+        return tuple(notes)
 
     def optimizer_groups(self, index: ModelIndex, groups: list[Group]) -> list[OptimizerGroup]:
         train = self.recipe.train

@@ -22,10 +22,11 @@ def plan_table(plan: Plan) -> str:
 
 
 def _header(plan: Plan) -> str:
-    weights = plan.weights.enum or plan.weights.spec.kind
-    if plan.weights.spec.kind == "file":
-        weights = f"file {plan.weights.spec.path}"
-    lines = [f"{plan.name}: {plan.backbone} with {weights} weights, {count(plan.total_params)} parameters"]
+    spec = plan.weights.spec
+    weights = {"none": "no pretrained weights", "file": f"weights from {getattr(spec, 'path', '')}"}.get(
+        spec.kind, f"{plan.weights.enum} weights"
+    )
+    lines = [f"{plan.name}: {plan.backbone} with {weights}, {count(plan.total_params)} parameters"]
     c = plan.classifier
     if plan.head is not None:
         head = plan.head
@@ -38,7 +39,7 @@ def _header(plan: Plan) -> str:
         lines.append(f"head: the builder's own {c.path} ({c.out_features} classes)")
     train = plan.train
     lines.append(
-        f"optimizer: {plan.optimizer.kind}, schedule: {plan.schedule.kind}, {train.epochs} epochs, "
+        f"optimizer: {_call(plan.optimizer)}, schedule: {_call(plan.schedule)}, {train.epochs} epochs, "
         f"batchnorm in frozen parts: {train.batchnorm}"
     )
     if plan.classes is not None:
@@ -47,9 +48,30 @@ def _header(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _call(spec) -> str:
+    """A recipe function as written, with the options that differ from their defaults."""
+    options = spec.model_dump(exclude={"kind"}, exclude_defaults=True)
+    if not options:
+        return spec.kind
+    return (
+        f"{spec.kind}("
+        + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in options.items())
+        + ")"
+    )
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _tensors(n: int) -> str:
+    return f"{n} tensor" + ("" if n == 1 else "s")
+
+
+def _percent(part: int, whole: int) -> str:
+    share = 100 * part / max(whole, 1)
+    return "<0.1%" if 0 < share < 0.1 else f"{share:.1f}%"
 
 
 def _groups(plan: Plan) -> str:
@@ -57,9 +79,11 @@ def _groups(plan: Plan) -> str:
     decays = bool(plan.train.no_weight_decay) and any(g.weight_decay > 0 for g in plan.optimizer_groups)
     rows = [["group", "covers", "params", "rate"] + (["no decay"] if decays else [])]
     for g in plan.groups:
-        row = [g.name, ", ".join(g.modules), count(g.numel), rate(g.lr)]
+        if g.name == "rest" and not g.params:
+            continue
+        row = [g.name, g.covers, count(g.numel), rate(g.lr)]
         if decays:
-            row.append(str(sum(1 for p in g.params if p in no_decay)) + " tensors")
+            row.append(_tensors(sum(1 for p in g.params if p in no_decay)))
         rows.append(row)
     return _table(rows)
 
@@ -71,7 +95,7 @@ def _phases(plan: Plan) -> str:
             [
                 str(phase.first) if phase.first == phase.last else f"{phase.first}-{phase.last}",
                 _training_groups(plan, phase),
-                f"{count(phase.numel)} ({100 * phase.numel / max(plan.total_params, 1):.1f}%)",
+                f"{count(phase.numel)} ({_percent(phase.numel, plan.total_params)})",
                 _rates(plan, phase),
                 _bn(plan, phase),
                 _changes(phase),

@@ -54,9 +54,7 @@ def preset(backbone: str, member: str) -> dict:
     weights = _weights(backbone, member)
     t = weights.transforms()
     if not all(hasattr(t, a) for a in ("resize_size", "crop_size", "mean", "std", "interpolation")):
-        raise Problem(
-            f"weights '{enum_member(backbone, member)}' have no image classification preprocessing"
-        )
+        raise Problem(f"weights '{enum_member(backbone, member)}' have no image classification preprocessing")
     return {
         "resize": int(t.resize_size[0]),
         "crop": int(t.crop_size[0]),
@@ -79,21 +77,15 @@ def _load(path: str):
         # weights_only names the first global it refused, e.g. `GLOBAL __main__.Net`
         refused = re.search(r"GLOBAL ([\w.]+)", str(e))
         notes = (f"it refers to '{refused.group(1)}'",) if refused else ()
-        raise Problem(
-            f"'{path}' is not a plain tensor checkpoint", hint=_SAVE_HINT, notes=notes
-        ) from None
+        raise Problem(f"'{path}' is not a plain tensor checkpoint", hint=_SAVE_HINT, notes=notes) from None
     except OSError as e:
         raise Problem(f"cannot read weights file '{path}'", notes=(e.strerror or str(e),)) from None
     except Exception as e:  # a corrupt file raises RuntimeError, EOFError, KeyError...
         first_line = str(e).strip().splitlines()[:1]
-        raise Problem(
-            f"'{path}' is not a torch checkpoint", hint=_SAVE_HINT, notes=first_line
-        ) from None
+        raise Problem(f"'{path}' is not a torch checkpoint", hint=_SAVE_HINT, notes=first_line) from None
 
 
-def load_state_file(
-    path: str, key: str | None = None, strip: str | None = None
-) -> dict[str, torch.Tensor]:
+def load_state_file(path: str, key: str | None = None, strip: str | None = None) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors by name: `key` picks a sub-dict, `strip` drops
     a prefix (e.g. 'module.') from the names that have it."""
     if not os.path.exists(path):
@@ -166,9 +158,7 @@ class KeyDiff:
         return lines
 
 
-def compare_keys(
-    model_shapes: dict[str, tuple], file_state: dict, classifier_prefix: str | None
-) -> KeyDiff:
+def compare_keys(model_shapes: dict[str, tuple], file_state: dict, classifier_prefix: str | None) -> KeyDiff:
     """Compare a checkpoint with the backbone's state (taken before the head
     was replaced); keys under `classifier_prefix` are set aside, not errors."""
     diff = KeyDiff()
