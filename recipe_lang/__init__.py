@@ -28,7 +28,7 @@ def parse(text: str, filename: str = "<recipe>", overrides=()) -> Recipe:
 
 def read_source(path) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise RecipeError([Diagnostic(f"cannot read recipe: {reason}")], "", str(path)) from None

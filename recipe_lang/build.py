@@ -114,14 +114,14 @@ class Builder:
             out[kwarg.name] = self.plain(kwarg.value, loc + (kwarg.name,))
         if BAD in out.values():
             return BAD
-        return self.validated(cls, out, loc)
+        return self.validated(cls, name, out, loc)
 
-    def validated(self, cls, data: dict, loc: tuple):
+    def validated(self, cls, name: str, data: dict, loc: tuple):
         """Check a function's arguments now, so that one bad call does not hide another."""
         try:
             cls.model_validate(data)
         except ValidationError as error:
-            self.diagnostics += diagnostics_from_validation(error, data, self.spans, prefix=loc)
+            self.diagnostics += diagnostics_from_validation(error, data, self.spans, prefix=loc, owner=name)
             return BAD
         return data
 

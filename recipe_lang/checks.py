@@ -13,7 +13,7 @@ RESERVED_GROUPS = ("head", "rest", "backbone", "all")
 def check_recipe(recipe: Recipe) -> list[Diagnostic]:
     """Raise RecipeError if anything is wrong; return the warnings."""
     found: list[Diagnostic] = []
-    for check in (_groups, _rates, _events, _gradually, _metrics, _validation, _presets):
+    for check in (_groups, _rates, _events, _gradually, _metrics, _validation, _presets, _runnable, _schedule):
         found += check(recipe)
     errors = [d for d in found if d.is_error]
     if errors:
@@ -66,6 +66,12 @@ def _events(recipe: Recipe):
                 f"epoch {event.epoch} is past the last epoch ({epochs})",
                 _at(recipe, "train", "events", i, "epoch"),
                 hint=f"use an epoch from 1 to {epochs}, or raise epochs",
+            )
+        if event.action == "freeze" and event.warmup > 0:
+            yield Diagnostic(
+                "'warmup' applies to what thaws, not to what freezes",
+                _at(recipe, "train", "events", i, "warmup"),
+                hint="remove warmup=... from this line",
             )
         elif event.epoch == 1 and event.action == "unfreeze":
             yield Diagnostic(
@@ -156,3 +162,49 @@ def _presets(recipe: Recipe):
                 _at(recipe, "data", field),
                 hint="set weights default or a weights enum member, or write the transforms out",
             )
+
+
+def _runnable(recipe: Recipe):
+    """Settings that every part accepts alone but that cannot run together."""
+    optimizer = recipe.train.optimizer
+    if optimizer.kind == "sgd" and optimizer.nesterov and optimizer.momentum == 0:
+        yield Diagnostic(
+            "nesterov needs momentum",
+            _at(recipe, "train", "optimizer", "nesterov"),
+            hint="add momentum=0.9, or drop nesterov=true",
+        )
+    for field in ("train_transforms", "eval_transforms"):
+        transforms = getattr(recipe.data, field)
+        for i, transform in enumerate(transforms if isinstance(transforms, list) else []):
+            if transform.kind == "grayscale" and transform.channels == 1:
+                yield Diagnostic(
+                    "grayscale(channels=1) makes 1-channel images; the backbones take 3",
+                    _at(recipe, "data", field, i, "channels"),
+                    hint="use grayscale() (3 channels)",
+                )
+    head = recipe.model.head
+    for i, metric in enumerate(recipe.evaluate.metrics):
+        if metric.kind == "top_k" and head is not None and metric.k > head.classes:
+            yield Diagnostic(
+                f"top_k({metric.k}) needs more classes than the head's {head.classes}",
+                _at(recipe, "evaluate", "metrics", i, "k"),
+                hint=f"use k from 1 to {head.classes}",
+            )
+
+
+def _schedule(recipe: Recipe):
+    schedule, epochs = recipe.train.schedule, recipe.train.epochs
+    warmup = getattr(schedule, "warmup", 0.0)
+    if warmup >= epochs:
+        yield Diagnostic(
+            f"a warmup of {warmup:g} epochs lasts the whole {epochs}-epoch run",
+            _at(recipe, "train", "schedule", "warmup"),
+            severity="warning",
+            hint="the rate never reaches the one set in lr",
+        )
+    if schedule.kind == "step" and schedule.every >= epochs:
+        yield Diagnostic(
+            f"step(every={schedule.every}) never decays in a {epochs}-epoch run",
+            _at(recipe, "train", "schedule", "every"),
+            severity="warning",
+        )

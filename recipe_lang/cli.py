@@ -12,6 +12,8 @@ from pathlib import Path
 from . import __version__, load, read_source
 from .diagnostics import RecipeError
 
+NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away from them)"
+
 
 def main(argv=None) -> int:
     parser = _parser()
@@ -31,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="find every mistake in recipes")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--syntax", action="store_true", help="stop before building the model (no torch)")
-    check.add_argument("--no-data", action="store_true", help="do not look at the data")
+    check.add_argument(
+        "--no-data",
+        action="store_true",
+        help="open neither the data nor weight files (for recipes checked away from them)",
+    )
     _add_set(check)
     check.set_defaults(run=_check)
 
@@ -43,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="show what trains at each epoch, and how fast")
     plan.add_argument("file", metavar="FILE")
     plan.add_argument("--json", action="store_true", help="print the resolved plan as JSON")
-    plan.add_argument("--no-data", action="store_true", help="do not look at the data")
+    plan.add_argument(
+        "--no-data",
+        action="store_true",
+        help="open neither the data nor weight files (for recipes checked away from them)",
+    )
     _add_set(plan)
     plan.set_defaults(run=_plan)
 
@@ -80,7 +90,7 @@ def _check(args) -> int:
             if not args.syntax:
                 from .resolve import resolve
 
-                resolve(recipe, data=not args.no_data)
+                resolve(recipe, data=not args.no_data, weights_file=not args.no_data)
             _warn(recipe)
         except RecipeError as error:
             _report(error)
@@ -94,7 +104,7 @@ def _plan(args) -> int:
 
     try:
         recipe = load(args.file, args.overrides)
-        plan = resolve(recipe, data=not args.no_data)
+        plan = resolve(recipe, data=not args.no_data, weights_file=not args.no_data)
     except RecipeError as error:
         _report(error)
         return 1

@@ -274,6 +274,8 @@ class _ToNodes(Transformer):
             raise NodeProblem(
                 "slice step cannot be zero", Span.of_token(step), "use a step of 1 or more, or leave it out"
             )
+        if colon1 is None and start is None:
+            raise NodeProblem("empty index", _span(meta), "write [i] for one child or [a:b] for a slice")
         if colon1 is None:
             sel = Sel("index", text, "", span, quoted=quoted, index=_int(start))
         else:

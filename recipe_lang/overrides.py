@@ -40,6 +40,8 @@ def _apply(items: list, text: str) -> list:
     key = key.strip()
     if not sep or not key:
         raise RecipeError([Diagnostic(f"invalid --set '{text}'", hint="write --set key=value, e.g. train.epochs=3")])
+    if "\n" in value or "\r" in value:
+        raise RecipeError([Diagnostic(f"--set {key}: the value spans several lines", hint="give it on one line")])
     block, _, keyword = key.rpartition(".")
     if not _known(block, keyword):
         hint = did_you_mean(key, override_keys()) or "keys are: " + ", ".join(override_keys())

@@ -97,6 +97,7 @@ def parse_document(text: str, filename: str = "<recipe>") -> Document:
             text,
             filename,
         )
+    text = text.removeprefix("\ufeff")
     diagnostics: list[Diagnostic] = []
     current = text
     for _ in range(MAX_SYNTAX_ERRORS):
@@ -180,7 +181,10 @@ def _at_end(error: UnexpectedInput, text: str) -> bool:
 def _blank_line(text: str, line: int) -> str:
     lines = text.split("\n")
     if 0 < line <= len(lines):
-        lines[line - 1] = re.sub(r"[^{}]", " ", lines[line - 1])
+        opening = re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*\{", lines[line - 1])
+        keep = opening.end() if opening else 0
+        rest = re.sub(r"[^}]", " ", lines[line - 1][keep:])
+        lines[line - 1] = lines[line - 1][:keep] + rest
     return "\n".join(lines)
 
 

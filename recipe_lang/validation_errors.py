@@ -22,10 +22,11 @@ _PREFERENCE = [
 
 
 def diagnostics_from_validation(
-    error: ValidationError, data: dict, spans: dict, prefix: tuple = (), skip=()
+    error: ValidationError, data: dict, spans: dict, prefix: tuple = (), skip=(), owner: str | None = None
 ) -> list[Diagnostic]:
     """One diagnostic per failing value; `data` is what was validated, found at
-    `prefix` in the recipe; errors at or under a path in `skip` are already told."""
+    `prefix` in the recipe; errors at or under a path in `skip` are already told;
+    `owner` names the function whose arguments `data` holds."""
     chosen: dict[tuple, dict] = {}
     for item in error.errors(include_url=False):
         if item["type"] == "missing" and len(item["loc"]) == 1 and not prefix:
@@ -36,7 +37,7 @@ def diagnostics_from_validation(
         best = chosen.get(loc)
         if best is None or _rank(item) < _rank(best):
             chosen[loc] = item
-    return [_diagnostic(loc, item, spans) for loc, item in chosen.items()]
+    return [_diagnostic(loc, item, spans, owner) for loc, item in chosen.items()]
 
 
 def _rank(item: dict) -> int:
@@ -77,11 +78,11 @@ def _name(loc: tuple) -> str:
     return names[-1] if names else "value"
 
 
-def _diagnostic(loc: tuple, item: dict, spans: dict) -> Diagnostic:
+def _diagnostic(loc: tuple, item: dict, spans: dict, owner: str | None) -> Diagnostic:
     kind, ctx = item["type"], item.get("ctx") or {}
     name = _name(loc)
     if kind == "missing":
-        owner = _name(loc[:-1]) if len(loc) > 1 else "recipe"
+        owner = owner or (_name(loc[:-1]) if len(loc) > 1 else "recipe")
         where = f"in {owner}" if len(loc) == 2 else f"of {owner}"
         noun = "statement" if len(loc) == 2 else "option"
         return Diagnostic(
@@ -106,8 +107,8 @@ def _reason(kind: str, ctx: dict, item: dict) -> str:
         "greater_than_equal": "must be at least {ge}",
         "less_than": "must be less than {lt}",
         "less_than_equal": "must be at most {le}",
-        "too_short": "needs at least {min_length} items",
-        "too_long": "takes at most {max_length} items",
+        "too_short": "needs at least {min_length} {min_length_items}",
+        "too_long": "takes at most {max_length} {max_length_items}",
         "string_too_short": "must not be empty",
         "int_type": "must be a whole number",
         "int_from_float": "must be a whole number",
@@ -121,7 +122,10 @@ def _reason(kind: str, ctx: dict, item: dict) -> str:
     template = reasons.get(kind)
     if template is None:
         return item["msg"][0].lower() + item["msg"][1:]
-    return template.format(**{key: _number(value) for key, value in ctx.items()})
+    values = {key: _number(value) for key, value in ctx.items()}
+    for key in ("min_length", "max_length"):
+        values[f"{key}_items"] = "item" if values.get(key) == 1 else "items"
+    return template.format(**values)
 
 
 def _number(value):

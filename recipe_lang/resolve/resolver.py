@@ -82,9 +82,9 @@ class _Resolution:
         resolved_weights = self.weights(backbone_shapes, classifier)
         index = ModelIndex(model, classifier.path)
         groups = self.groups(index)
-        selectors_ok = not any(d.is_error for d in self.diagnostics)
-        phases = self.phases(index, groups, judge=selectors_ok)
-        if selectors_ok:
+        phases = self.phases(index)
+        if not any(d.is_error for d in self.diagnostics):  # else these would be consequences
+            self.judge(phases)
             self.rates(groups, phases)
         classes = self.data_classes(classifier) if self.check_data else None
         preprocess = self.preprocess(resolved_weights)
@@ -261,9 +261,8 @@ class _Resolution:
                 events.append((g.start + i * g.every, "unfreeze", stage, ("train", "gradually", "stages", i), 0.0))
         return sorted(events, key=lambda e: e[0])
 
-    def phases(self, index: ModelIndex, groups: list[Group], judge: bool = True) -> list[Phase]:
-        """The spans of epochs with the same trainable set; `judge` reports spans where
-        nothing trains (not after a selector failed: it would be a consequence)."""
+    def phases(self, index: ModelIndex) -> list[Phase]:
+        """The spans of epochs with the same trainable set."""
         train = self.recipe.train
         frozen = set()
         if train.freeze:
@@ -282,12 +281,14 @@ class _Resolution:
                 for event in by_epoch[epoch]:
                     trainable = self.apply(event, trainable, thawed, froze)
         phases.append(self.phase(index, start, train.epochs, trainable, thawed, froze))
-        for phase in phases if judge else []:
+        return phases
+
+    def judge(self, phases: list[Phase]) -> None:
+        for phase in phases:
             if not phase.trainable:
                 loc = ("train", "freeze") if phase.first == 1 else self.event_loc(phase.first)
                 span = f"epochs {phase.first} to {phase.last}" if phase.last > phase.first else f"epoch {phase.first}"
                 self.report(Problem(f"nothing trains in {span}", hint="leave some part unfrozen"), *loc)
-        return phases
 
     def event_loc(self, epoch: int) -> tuple:
         return next(e[3] for e in self.events() if e[0] == epoch)
@@ -296,7 +297,7 @@ class _Resolution:
         epoch, action, selectors, loc, warmup = event
         if hasattr(selectors, "include"):
             params = self.select(self.resolver, selectors, loc + ("selectors",))
-            text = ", ".join(str(s) for s in selectors.include)
+            text = str(selectors)
         else:
             params = self.attempt(loc, self.resolver.one, selectors, default=set())
             text = str(selectors)
@@ -446,7 +447,9 @@ class _Resolution:
         preset = None
         if resolved.enum is not None:
             member = resolved.enum.split(".", 1)[1]
-            preset = weights.preset(self.recipe.model.backbone, member)
+            preset = self.attempt(("model", "weights"), weights.preset, self.recipe.model.backbone, member)
+        if preset is None and "weights" in (data.eval_transforms, data.normalize):
+            return None  # the weights could not be resolved: already reported
         eval_transforms = data.eval_transforms
         if eval_transforms == "weights":
             resize = Resize(size=preset["resize"], interpolation=preset["interpolation"])
