@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .build import build
 from .checks import check_recipe
 from .diagnostics import Diagnostic, RecipeError, Span
 from .overrides import apply_overrides
 from .recipe import Recipe
-from .syntax import parse_document
+from .syntax import MAX_BYTES, parse_document
 
 __all__ = ["Diagnostic", "Recipe", "RecipeError", "Span", "load", "parse"]
 __version__ = "0.1.0"
@@ -27,10 +25,16 @@ def parse(text: str, filename: str = "<recipe>", overrides=()) -> Recipe:
 
 
 def read_source(path) -> str:
+    """A recipe file's text; never reads more than the parser would accept."""
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
+        with open(path, "rb") as file:
+            data = file.read(MAX_BYTES + 1)
+        return data[: MAX_BYTES + 1].decode("utf-8-sig", errors="strict")
+    except UnicodeDecodeError as error:
+        message = f"recipe is not UTF-8 text (byte {error.start})"
+        raise RecipeError([Diagnostic(message, hint="save it as UTF-8")], "", str(path)) from None
+    except OSError as error:
+        reason = error.strerror or str(error)
         raise RecipeError([Diagnostic(f"cannot read recipe: {reason}")], "", str(path)) from None
 
 

@@ -49,9 +49,10 @@ class Diagnostic:
         return self.severity == "error"
 
     def sort_key(self):
-        return (self.span or Span(0, 0, 0, 0), self.message)
+        """Source order; a diagnostic without a position after all that have one."""
+        return (self.span is None, self.span or Span(0, 0, 0, 0), self.message)
 
-    def render(self, source: str, filename: str) -> str:
+    def render(self, source: str, filename: str, lines: list[str] | None = None) -> str:
         if self.span is None:
             head = f"{filename}: {self.severity}: {self.message}"
             lines = [head] + [f"  = {note}" for note in self.notes]
@@ -60,12 +61,17 @@ class Diagnostic:
             return "\n".join(lines)
         if self.span.origin is not None:
             filename, source = self.span.origin
-        return _render_with_source(self, source, filename)
+            lines = None
+        return _render_with_source(self, lines if lines is not None else source_lines(source), filename)
 
 
-def _render_with_source(diag: Diagnostic, source: str, filename: str) -> str:
+def source_lines(source: str) -> list[str]:
+    """The lines of a recipe as the parser counts them: split at "\n" only."""
+    return [line.removesuffix("\r") for line in source.split("\n")]
+
+
+def _render_with_source(diag: Diagnostic, text_lines: list[str], filename: str) -> str:
     span = diag.span
-    text_lines = source.splitlines()
     line_text = text_lines[span.line - 1] if 0 < span.line <= len(text_lines) else ""
     line_text = line_text.expandtabs(1)
     gutter = " " * len(str(span.line))
@@ -88,6 +94,9 @@ def _render_with_source(diag: Diagnostic, source: str, filename: str) -> str:
     return "\n".join(out)
 
 
+MAX_SHOWN = 50
+
+
 class RecipeError(Exception):
     """A recipe that cannot be used, with every diagnostic found in it."""
 
@@ -95,14 +104,22 @@ class RecipeError(Exception):
         self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
         self.source = source
         self.filename = filename
-        super().__init__(self.render())
+        super().__init__(f"{len(self.errors)} error(s) in {filename}")
+
+    def __str__(self) -> str:
+        return self.render()
 
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.is_error]
 
     def render(self) -> str:
-        return "\n\n".join(d.render(self.source, self.filename) for d in self.diagnostics)
+        """Every diagnostic as design.md prints it (the first MAX_SHOWN of them)."""
+        lines = source_lines(self.source)
+        shown = [d.render(self.source, self.filename, lines) for d in self.diagnostics[:MAX_SHOWN]]
+        if len(self.diagnostics) > MAX_SHOWN:
+            shown.append(f"{self.filename}: ... and {len(self.diagnostics) - MAX_SHOWN} more")
+        return "\n\n".join(shown)
 
 
 def did_you_mean(word: str, choices) -> str | None:

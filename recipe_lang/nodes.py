@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from lark import Token, Transformer, v_args
@@ -174,7 +175,8 @@ def unquote(token: Token) -> str:
             if nxt not in _ESCAPES:
                 col = token.column + 1 + i
                 span = Span(token.line, col, token.line, col + 2)
-                raise NodeProblem(f"invalid escape '\\{nxt}' in string", span, 'use \\", \\\\, \\n or \\t')
+                hint = 'use \\", \\\\, \\n or \\t; write paths with forward slashes'
+                raise NodeProblem(f"invalid escape '\\{nxt}' in string", span, hint)
             out.append(_ESCAPES[nxt])
             i += 2
         else:
@@ -186,7 +188,10 @@ def unquote(token: Token) -> str:
 def number(token: Token) -> Num:
     text = str(token)
     is_int = not any(c in text for c in ".eE")
-    return Num(int(text) if is_int else float(text), text, Span.of_token(token))
+    value = int(text) if is_int else float(text)
+    if math.isinf(value) or (is_int and abs(value) >= 2**63):
+        raise NodeProblem(f"number {text} is too large", Span.of_token(token), "a recipe number fits in 64 bits")
+    return Num(value, text, Span.of_token(token))
 
 
 def _span(meta) -> Span:

@@ -8,6 +8,7 @@ into the override's own text.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from . import nodes as n
 from .build import BLOCKS, STATEMENTS, TOP_LEVEL
@@ -61,7 +62,7 @@ def _known(block: str, keyword: str) -> bool:
     if not block:
         return keyword in TOP_LEVEL
     if block == "groups":
-        return bool(keyword)
+        return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", keyword) is not None
     return block in STATEMENTS and keyword in STATEMENTS[block] and " " not in keyword
 
 

@@ -368,7 +368,7 @@ class Gradual(Strict):
 
 
 class TrainSpec(Strict):
-    epochs: Size
+    epochs: Annotated[int, Field(ge=1, le=100_000)]
     optimizer: Optimizer = AdamW()
     lr: Rates | None = None
     schedule: Schedule = Constant()
@@ -433,7 +433,7 @@ class EvaluateSpec(Strict):
 
 class Recipe(Strict):
     name: str = Field(min_length=1, description='`recipe "name"`: names the run')
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     output: str | None = Field(None, description="run directory; defaults to runs/<name>")
     model: ModelSpec
     data: DataSpec

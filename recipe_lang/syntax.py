@@ -9,7 +9,7 @@ from importlib import resources
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from .diagnostics import Diagnostic, RecipeError, Span, did_you_mean
+from .diagnostics import Diagnostic, RecipeError, Span, did_you_mean, source_lines
 from .nodes import Document, NodeProblem, to_document
 
 MAX_BYTES = 1 << 20
@@ -158,7 +158,7 @@ _CLOSING = {"(": ")", "[": "]"}
 
 
 def _unclosed_bracket(error: UnexpectedInput, open_brackets: list[Token]) -> Diagnostic | None:
-    if not open_brackets:
+    if not open_brackets or isinstance(error, UnexpectedCharacters):
         return None
     bracket = open_brackets[-1]
     token = getattr(error, "token", None)
@@ -179,7 +179,16 @@ def _at_end(error: UnexpectedInput, text: str) -> bool:
 
 
 def _blank_line(text: str, line: int) -> str:
+    """The text with the statement at `line` blanked out (keeping line and column
+    numbers, braces and a block's `name {`), so parsing can go on after an error."""
     lines = text.split("\n")
+    while 1 < line <= len(lines) and re.search(r",\s*(#.*)?$", lines[line - 2]):
+        lines[line - 2] = re.sub(r"[^{}]", " ", lines[line - 2])  # the statement began above
+        line -= 1
+    return _blank_one(lines, line)
+
+
+def _blank_one(lines: list[str], line: int) -> str:
     if 0 < line <= len(lines):
         opening = re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*\{", lines[line - 1])
         keep = opening.end() if opening else 0
@@ -253,9 +262,7 @@ def syntax_diagnostic(error: UnexpectedInput, text: str) -> Diagnostic:
     if isinstance(error, UnexpectedCharacters):
         return _unexpected_character(error, text)
     if isinstance(error, UnexpectedEOF):
-        lines = text.splitlines() or [""]
-        line = len(lines)
-        col = len(lines[-1]) + 1
+        line, col = _end_of_text(text)
         return Diagnostic(
             "unexpected end of file", Span(line, col, line, col + 1), hint=_expected_hint(_acceptable(error))
         )
@@ -265,9 +272,8 @@ def syntax_diagnostic(error: UnexpectedInput, text: str) -> Diagnostic:
         return typo
     if token.type == "$END" or (token.type == "_NL" and not token.value):
         line, col = token.line or 1, token.column or 1
-        lines = text.splitlines() or [""]
-        if token.type == "$END" or line > len(lines):
-            line, col = len(lines), len(lines[-1]) + 1
+        if token.type == "$END" or line > len(source_lines(text)):
+            line, col = _end_of_text(text)
         if _unclosed_block(error):
             return Diagnostic(
                 "unexpected end of file: a block is not closed", Span(line, col, line, col + 1), hint="add '}'"
@@ -278,7 +284,28 @@ def syntax_diagnostic(error: UnexpectedInput, text: str) -> Diagnostic:
     span = Span.of_token(token)
     if token.type == "_NL":
         span = Span(token.line, token.column, token.line, token.column + 1)
-    return Diagnostic(f"unexpected {_describe(token)}", span, hint=_expected_hint(_acceptable(error)))
+    hint = _shape_hint(text, token, _acceptable(error)) or _expected_hint(_acceptable(error))
+    return Diagnostic(f"unexpected {_describe(token)}", span, hint=hint)
+
+
+def _shape_hint(text: str, token: Token, acceptable: set) -> str | None:
+    """Plain words for two shapes people reach for: `key = value` and a bare `unfreeze`."""
+    lines = source_lines(text)
+    line = lines[token.line - 1] if 0 < (token.line or 0) <= len(lines) else ""
+    assigned = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", line)
+    if assigned and _SELECTOR_START <= acceptable and token.type not in _SELECTOR_START:
+        name = assigned.group(1)
+        return f"a statement takes no '=': write {name} {line.split('=', 1)[1].strip()} ('=' defines a group)"
+    if acceptable == {"GRADUALLY"}:
+        return "write at epoch N unfreeze ..., or unfreeze gradually A, B from epoch N every K"
+    return None
+
+
+def _end_of_text(text: str) -> tuple[int, int]:
+    """Where the text ends, on its last line that is not blank."""
+    lines = source_lines(text)
+    line = max((i + 1 for i, s in enumerate(lines) if s.strip()), default=1)
+    return line, len(lines[line - 1]) + 1
 
 
 def _unclosed_block(error: UnexpectedToken) -> bool:
@@ -303,19 +330,22 @@ def _unexpected_character(error: UnexpectedCharacters, text: str) -> Diagnostic:
     char = error.char
     span = Span(line, col, line, col + 1)
     if char == '"':
-        line_text = text.splitlines()[line - 1]
+        line_text = source_lines(text)[line - 1]
         return Diagnostic(
             "unterminated string", Span(line, col, line, len(line_text) + 1), hint="close it with '\"' on the same line"
         )
     if char == "\t":
         return Diagnostic("unexpected tab", span)
-    shown = char if char.isprintable() else repr(char)
+    if char == "'":
+        shown = '"\'"'
+    else:
+        shown = "'" + (char if char.isprintable() else char.encode("unicode_escape").decode("ascii")) + "'"
     hint = None
     if char == "'":
         hint = "strings use double quotes"
     elif char in "=:":
         hint = _expected_hint(error.allowed)
-    return Diagnostic(f"unexpected character '{shown}'", span, hint=hint)
+    return Diagnostic(f"unexpected character {shown}", span, hint=hint)
 
 
 def _statement_typo(text: str, token: Token) -> Diagnostic | None:
@@ -323,7 +353,7 @@ def _statement_typo(text: str, token: Token) -> Diagnostic | None:
     line; say what the first word was meant to be instead."""
     if token.line is None or token.type in ("$END",):
         return None
-    lines = text.splitlines()
+    lines = source_lines(text)
     if not 0 < token.line <= len(lines):
         return None
     match = re.match(r"(\s*)([A-Za-z_][A-Za-z0-9_]*)", lines[token.line - 1])

@@ -72,6 +72,8 @@ def span_for(loc: tuple, spans: dict) -> Span | None:
 
 
 def _name(loc: tuple) -> str:
+    if loc[:3] == ("train", "lr", "groups") and len(loc) > 3:
+        return f"lr of '{loc[3]}'"
     if loc[:2] == ("train", "lr"):
         return "lr"
     names = [str(p) for p in loc if isinstance(p, str)]
