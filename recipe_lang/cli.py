@@ -57,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(plan)
     plan.set_defaults(run=_plan)
 
+    run = commands.add_parser("run", help="train a recipe on the PyTorch runtime")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--out", metavar="DIR", help="run folder (default: the recipe's output, runs/<name>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in the folder from its last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
+    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, mps (default: cuda > mps > cpu)")
+    _add_set(run)
+    run.set_defaults(run=_run)
+
+    compare = commands.add_parser("compare", help="the final and best metrics of runs, side by side")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    compare.set_defaults(run=_compare)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
     return parser
@@ -110,6 +124,39 @@ def _plan(args) -> int:
         return 1
     _warn(recipe)
     print(plan.model_dump_json(indent=2) if args.json else plan_table(plan))
+    return 0
+
+
+def _run(args) -> int:
+    from runtime.run import RunError, RunRequest, interrupted_message, run
+
+    request = RunRequest(
+        args.file, args.out, tuple(args.overrides), args.resume, args.overwrite, args.quiet, args.device
+    )
+    try:
+        summary = run(request)
+    except RecipeError as error:
+        _report(error)
+        return 1
+    except RunError as error:
+        print(f"ftr run: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ftr run: {interrupted_message(request)}", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(f"{summary['status']}: {summary['epochs']} epochs in {summary['seconds']:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _compare(args) -> int:
+    from runtime.compare import CompareError, compare_table
+
+    try:
+        print(compare_table(args.runs))
+    except CompareError as error:
+        print(f"ftr compare: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

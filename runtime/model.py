@@ -1,0 +1,62 @@
+"""The model of a plan: built, given its weights and head, and set for each epoch span."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from recipe_lang.resolve import architectures, weights
+from recipe_lang.resolve.plan import Phase, Plan
+
+
+def build_model(plan: Plan) -> nn.Module:
+    """Backbone (its init draws from the global RNG), then its weights, then the new
+    head (draws again): the order of reference/seed_loop.py."""
+    spec = plan.weights.spec
+    enum = torchvision.models.get_weight(plan.weights.enum) if plan.weights.enum else None
+    builder = torchvision.models.get_model_builder(plan.backbone)
+    model = builder(weights=enum, **plan.builder_kwargs)
+    architectures.drop_aux_heads(model)
+    if spec.kind == "file":
+        state = weights.load_state_file(spec.path, spec.key, spec.strip)
+        ignored = set(plan.weights.ignored_keys)
+        # the resolver compared the keys already: strict recipes fit exactly, strict=false ones load what fits
+        model.load_state_dict({k: v for k, v in state.items() if k not in ignored}, strict=False)
+    if plan.head is not None:
+        head = plan.head
+        module = architectures.make_head(
+            head.kind,
+            head.classes,
+            plan.classifier.in_features,
+            hidden=head.hidden_sizes if head.kind == "mlp" else [],
+            dropout=head.dropout,
+            activation=getattr(head, "activation", "relu"),
+            adapter=plan.classifier.adapter,
+        )
+        architectures.replace_module(model, plan.classifier.path, module)
+    return model
+
+
+def enter_phase(model: nn.Module, phase: Phase) -> None:
+    """What trains in this span: requires_grad on exactly the plan's trainable set."""
+    trainable = set(phase.trainable)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+
+
+def train_mode(model: nn.Module, phase: Phase) -> None:
+    """model.train(), except the BatchNorm layers the plan keeps in eval mode."""
+    model.train()
+    for path in phase.bn_eval:
+        model.get_submodule(path).eval()
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
