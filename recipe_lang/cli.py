@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 from . import __version__, load, read_source
 from .diagnostics import RecipeError
+from .files import atomic_write_text
 
 NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away from them)"
 
@@ -188,23 +186,11 @@ def _fmt(args) -> int:
             if args.check:
                 print(f"would reformat {file}", file=sys.stderr)
             else:
-                write_atomically(Path(file), formatted)
+                atomic_write_text(file, formatted)
                 print(f"reformatted {file}", file=sys.stderr)
     if failed:
         return 1
     return 1 if args.check and changed else 0
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write text to path so that a reader sees the old file or the new one, never half of one."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 if __name__ == "__main__":

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import torch
 
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(file_object) on a temporary file beside path, then rename it over path:
-    a reader (or a resumed run) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+from recipe_lang.files import atomic_write, atomic_write_text
 
 
 def save_tensors(path: Path, obj) -> None:
@@ -32,7 +16,7 @@ def save_tensors(path: Path, obj) -> None:
 
 
 def save_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda out: out.write(text.encode("utf-8")))
+    atomic_write_text(path, text)
 
 
 def save_json(path: Path, obj) -> None:

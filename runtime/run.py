@@ -13,7 +13,7 @@ from recipe_lang.resolve.table import plan_table
 from . import checkpoint as ckpt
 from .data import BadImage
 from .progress import Progress
-from .trainer import NonFiniteLoss, PlanMismatch, Trainer
+from .trainer import NonFiniteLoss, PlanMismatch, Trainer, UnsupportedSetting
 
 RUN_FILES = (
     "recipe.ftr",
@@ -53,9 +53,16 @@ def run(request: RunRequest) -> dict:
         progress.say(warning.render(recipe.source, recipe.filename))
     resuming = _prepare(out, request)
     if resuming is None:
-        return json.loads((out / "summary.json").read_text())
+        summary = json.loads((out / "summary.json").read_text())
+        if summary.get("plan") != plan.digest():
+            raise RunError(f"{out} holds a finished run of other settings; use --overwrite to replace it")
+        progress.say(f"{out} holds a finished run: nothing to resume")
+        return summary
     trainer = Trainer(plan, out, request.device, progress)
-    trainer.setup()
+    try:
+        trainer.setup()
+    except UnsupportedSetting as error:
+        raise RunError(str(error)) from None
     if resuming:
         try:
             trainer.resume()

@@ -27,9 +27,14 @@ from .progress import Progress
 
 
 class NonFiniteLoss(Exception):
-    def __init__(self, epoch: int, step: int, value: float):
-        super().__init__(f"the loss is {value} at epoch {epoch}, step {step}")
+    def __init__(self, epoch: int, step: int | None, value: float):
+        where = f"epoch {epoch}, step {step}" if step is not None else f"the validation of epoch {epoch}"
+        super().__init__(f"the loss is {value} at {where}")
         self.epoch, self.step, self.value = epoch, step, value
+
+
+class UnsupportedSetting(Exception):
+    """A recipe setting this device cannot run."""
 
 
 class PlanMismatch(Exception):
@@ -67,6 +72,8 @@ class Trainer:
         self.steps = steps_per_epoch(len(self.train_loader), plan.train.accumulate)
         self.rates = Rates(plan, self.optimizer, self.steps)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=plan.train.label_smoothing)
+        if plan.train.precision == "fp16" and self.device.type != "cuda":
+            raise UnsupportedSetting(f"precision fp16 needs a CUDA device, not {self.device}; use bf16 or fp32")
         self.scaler = torch.amp.GradScaler("cuda") if plan.train.precision == "fp16" else None
         self.early_stop = (
             EarlyStop(plan.evaluate.early_stop.patience, plan.evaluate.early_stop.min_delta)
@@ -127,15 +134,16 @@ class Trainer:
     def train(self) -> Outcome:
         plan = self.plan
         started = time.perf_counter()
-        status = "finished"
+        stopped = self.early_stop is not None and self.early_stop.should_stop
+        status = "early_stopped" if stopped else "finished"
         epoch = self.start_epoch - 1
-        for epoch in range(self.start_epoch, plan.epochs + 1):
+        for epoch in range(self.start_epoch, plan.epochs + 1 if not stopped else self.start_epoch):
             began = time.perf_counter()
             rates = self.rates.set(self.global_step)
             train_loss = self.train_epoch(epoch)
             row = {"epoch": epoch, "train_loss": train_loss}
             if self._evaluates(epoch):
-                row.update(self.evaluate())
+                row.update(self.evaluate(epoch))
             row.update({f"lr/{group}": rate for group, rate in rates.items()})
             row["seconds"] = time.perf_counter() - began
             self.history.append(row)
@@ -177,7 +185,8 @@ class Trainer:
                 loss = self.criterion(model(inputs), labels)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(epoch, i + 1, loss.item())
-            self._backward(loss / accumulate if accumulate > 1 else loss)
+            window = min(accumulate, batches - i // accumulate * accumulate)  # the last may be shorter
+            self._backward(loss / window if window > 1 else loss)
             if (i + 1) % accumulate == 0 or i + 1 == batches:
                 self._step()
             total += loss.item() * len(labels)
@@ -211,7 +220,7 @@ class Trainer:
         self.optimizer.zero_grad()
         self.global_step += 1
 
-    def evaluate(self) -> dict:
+    def evaluate(self, epoch: int) -> dict:
         model = self.model
         model.eval()
         evaluation = Evaluation(self.plan.evaluate.metric_keys, len(self.data.classes))
@@ -222,6 +231,8 @@ class Trainer:
                     logits = model(inputs)
                 logits = logits.float()
                 loss = nn.functional.cross_entropy(logits, labels)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(epoch, None, loss.item())
                 evaluation.update(logits, labels, loss.item() * len(labels))
         return evaluation.result()
 
@@ -238,7 +249,7 @@ class Trainer:
         return False
 
     def _write_metrics(self) -> None:
-        lines = "".join(json.dumps(row, allow_nan=True) + "\n" for row in self.history)
+        lines = "".join(json.dumps(row, allow_nan=False) + "\n" for row in self.history)
         ckpt.save_text(self.out / "metrics.jsonl", lines)
 
 

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny image folders made with PIL (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+COLOURS = [(230, 40, 40), (40, 200, 40), (40, 40, 230), (230, 230, 40), (200, 40, 200), (40, 200, 200)]
+
+
+def make_image_folder(root: Path, classes: int = 4, per_class: int = 8, size: int = 40, seed: int = 0) -> Path:
+    """root/class_<c>/<i>.png: a dark noisy background with a square whose colour is the class's.
+
+    Deterministic for a given seed; the class is learnable (the colour), the position random."""
+    rng = random.Random(seed)
+    root = Path(root)
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = Image.new("RGB", (size, size), tuple(rng.randrange(80) for _ in range(3)))
+            draw = ImageDraw.Draw(image)
+            side = size // 3
+            x, y = rng.randrange(size - side), rng.randrange(size - side)
+            draw.rectangle([x, y, x + side, y + side], fill=COLOURS[c % len(COLOURS)])
+            for _ in range(size // 4):  # some noise, so that crops and flips change the pixels
+                draw.point((rng.randrange(size), rng.randrange(size)), fill=tuple(rng.randrange(256) for _ in range(3)))
+            image.save(folder / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture
+def image_data(tmp_path) -> Path:
+    """tmp_path/data/train (4 classes x 8 images) and tmp_path/data/val (4 x 3), 40x40 PNGs; returns tmp_path."""
+    make_image_folder(tmp_path / "data" / "train", per_class=8, seed=1)
+    make_image_folder(tmp_path / "data" / "val", per_class=3, seed=2)
+    return tmp_path
