@@ -100,10 +100,16 @@ def main() -> None:
         torch_import = whole_process([py, "-c", "import torch, torchvision"], runs)
         rows.append(("python -c pass (floor)", interpreter, None))
         rows.append(("import torch, torchvision (floor)", torch_import, None))
-        rows.append(("ftr check --syntax", whole_process(ftr + ["check", "--syntax", str(files["resnet50"])], runs),
-                     interpreter))
-        rows.append(("ftr fmt --check", whole_process(ftr + ["fmt", "--check", str(files["resnet50"])], runs),
-                     interpreter))
+        rows.append(
+            (
+                "ftr check --syntax",
+                whole_process(ftr + ["check", "--syntax", str(files["resnet50"])], runs),
+                interpreter,
+            )
+        )
+        rows.append(
+            ("ftr fmt --check", whole_process(ftr + ["fmt", "--check", str(files["resnet50"])], runs), interpreter)
+        )
         for backbone, path in files.items():
             rows.append((f"ftr check ({backbone})", whole_process(ftr + ["check", str(path)], runs), torch_import))
             rows.append((f"ftr plan ({backbone})", whole_process(ftr + ["plan", str(path)], runs), torch_import))

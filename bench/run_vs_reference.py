@@ -1,0 +1,106 @@
+"""Time per epoch of `ftr run` against reference/seed_loop.py (a plain PyTorch loop)
+on the same generated images, in the same session, alternating the two.
+
+    python bench/run_vs_reference.py [--images 64] [--epochs 3] [--rounds 2]
+
+Prints each round's median seconds per epoch (from each run's metrics.jsonl, the
+same clock in both: train + validation of one epoch) and the ratio ftr / reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_images(folder: Path, per_class: int, classes: int = 4, size: int = 48) -> None:
+    rng = random.Random(0)
+    for split, count in (("train", per_class), ("val", max(per_class // 4, 1))):
+        for c in range(classes):
+            target = folder / "data" / split / f"class{c}"
+            target.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
+                for _ in range(size * 2):
+                    image.putpixel((rng.randrange(size), rng.randrange(size)), (60 * c, 255 - 60 * c, 128))
+                image.save(target / f"{i}.png")
+
+
+def epoch_seconds(command: list[str], cwd: Path, metrics: Path) -> float:
+    subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return statistics.median(row["seconds"] for row in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=64, help="train images per class (4 classes)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        make_images(work, args.images)
+        recipe = (ROOT / "recipes" / "seed_loop.ftr").read_text()
+        py = sys.executable
+        rows = []
+        for round_ in range(1, args.rounds + 1):
+            ref = epoch_seconds(
+                [
+                    py,
+                    str(ROOT / "reference" / "seed_loop.py"),
+                    "--data",
+                    "data",
+                    "--out",
+                    "ref",
+                    "--epochs",
+                    str(args.epochs),
+                ],
+                work,
+                work / "ref" / "metrics.jsonl",
+            )
+            (work / "seed.ftr").write_text(recipe)
+            ftr = epoch_seconds(
+                [
+                    py,
+                    "-m",
+                    "recipe_lang.cli",
+                    "run",
+                    "seed.ftr",
+                    "--out",
+                    "ftr",
+                    "--overwrite",
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                    "--set",
+                    f"train.epochs={args.epochs}",
+                ],
+                work,
+                work / "ftr" / "metrics.jsonl",
+            )
+            rows.append((round_, ref, ftr))
+    print(f"{'round':>5} {'seed_loop.py s/epoch':>21} {'ftr run s/epoch':>16} {'ratio':>7}")
+    for round_, ref, ftr in rows:
+        print(f"{round_:>5} {ref:21.3f} {ftr:16.3f} {ftr / ref:7.3f}")
+    ref = statistics.median(r for _, r, _ in rows)
+    ftr = statistics.median(f for _, _, f in rows)
+    print(f"{'all':>5} {ref:21.3f} {ftr:16.3f} {ftr / ref:7.3f}")
+    print(
+        f"\nresnet18, 32 px, batch 32, {4 * args.images} train / {4 * max(args.images // 4, 1)} val images, "
+        f"{args.epochs} epochs, CPU, {sys.platform}"
+    )
+
+
+if __name__ == "__main__":
+    main()
