@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="run folder (default: the recipe's output, runs/<name>)")
     run.add_argument("--resume", action="store_true", help="continue the run in the folder from its last checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
-    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--quiet", action="store_true", help="no progress bars: one plain line per epoch")
     run.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, mps (default: cuda > mps > cpu)")
     _add_set(run)
     run.set_defaults(run=_run)

@@ -9,6 +9,8 @@ from tqdm import tqdm
 
 
 class Progress:
+    """A bar per epoch on a terminal; one plain line per epoch otherwise or with quiet."""
+
     def __init__(self, quiet: bool = False, stream=None):
         self.stream = stream or sys.stderr
         self.quiet = quiet
@@ -29,8 +31,6 @@ class Progress:
         return _Silent()
 
     def epoch_done(self, row: dict) -> None:
-        if self.quiet:
-            return
         shown = [f"epoch {row['epoch']}"]
         for key, value in row.items():
             if key not in ("epoch", "seconds") and not key.startswith("lr/") and value is not None:
@@ -39,8 +39,7 @@ class Progress:
         print("  ".join(shown), file=self.stream, flush=True)
 
     def say(self, text: str) -> None:
-        if not self.quiet:
-            print(text, file=self.stream, flush=True)
+        print(text, file=self.stream, flush=True)
 
 
 class _Bar:

@@ -394,6 +394,37 @@ def test_resume_after_sigkill_gives_the_uninterrupted_run(tmp_path, capsys, monk
         assert all(torch.equal(got[k], expected[k]) for k in expected), name
 
 
+def test_ctrl_c_saves_nothing_half_written_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    make_image_folder(tmp_path / "big" / "train", per_class=20, size=64, seed=3)
+    recipe = write_recipe(tmp_path, RESUME_RECIPE)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "stopped"
+    process = subprocess.Popen(
+        ftr_command("run", recipe, "--out", out, "--device", "cpu", "--quiet"),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not (out / "checkpoint.pt").exists():
+            time.sleep(0.01)
+        assert process.poll() is None, process.stderr.read().decode()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    err = err.decode()
+    assert process.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+    summary = run_ok(capsys, recipe, out, "--resume")
+    reference = run_ok(capsys, recipe, tmp_path / "full")
+    assert summary["status"] == reference["status"] == "finished"
+    assert_rows_close(metrics(out), metrics(tmp_path / "full"))
+
+
 # --- 4. folder rules ---------------------------------------------------------------
 
 
