@@ -31,9 +31,6 @@ class Span:
     def of_meta(cls, meta) -> Span:
         return cls(meta.line, meta.column, meta.end_line, meta.end_column)
 
-    def to(self, other: Span) -> Span:
-        """The span from the start of self to the end of other."""
-        return Span(self.line, self.column, other.end_line, other.end_column, self.origin)
 
 
 @dataclass(frozen=True)

@@ -354,26 +354,30 @@ evaluate {
 """
 
 
+def start_until_first_checkpoint(recipe, out, cwd) -> subprocess.Popen:
+    """`ftr run` in a subprocess, returned once its first epoch is checkpointed (still running)."""
+    process = subprocess.Popen(
+        ftr_command("run", recipe, "--out", out, "--device", "cpu", "--quiet"),
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not (out / "checkpoint.pt").exists():
+        time.sleep(0.01)  # checkpoint.pt is written after metrics.jsonl's first line
+    assert process.poll() is None, process.stderr.read().decode()
+    return process
+
+
 def test_resume_after_sigkill_gives_the_uninterrupted_run(tmp_path, capsys, monkeypatch):
     make_image_folder(tmp_path / "big" / "train", per_class=20, size=64, seed=3)
     recipe = write_recipe(tmp_path, RESUME_RECIPE)
     monkeypatch.chdir(tmp_path)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        ftr_command("run", recipe, "--out", killed, "--device", "cpu", "--quiet"),
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = start_until_first_checkpoint(recipe, killed, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            if (killed / "checkpoint.pt").exists():  # written after metrics.jsonl's first line
-                break
-            time.sleep(0.01)
-        assert process.poll() is None, process.stderr.read().decode()
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
@@ -399,18 +403,8 @@ def test_ctrl_c_saves_nothing_half_written_and_says_how_to_resume(tmp_path, caps
     recipe = write_recipe(tmp_path, RESUME_RECIPE)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "stopped"
-    process = subprocess.Popen(
-        ftr_command("run", recipe, "--out", out, "--device", "cpu", "--quiet"),
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = start_until_first_checkpoint(recipe, out, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None and not (out / "checkpoint.pt").exists():
-            time.sleep(0.01)
-        assert process.poll() is None, process.stderr.read().decode()
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:
