@@ -115,8 +115,7 @@ def _metrics(recipe: Recipe):
     stop = evaluate.early_stop
     if stop is None:
         return
-    metric = stop.metric or evaluate.best
-    if metric is None:
+    if evaluate.stop_metric is None:
         yield Diagnostic(
             "'early_stop' needs a metric",
             _at(recipe, "evaluate", "early_stop"),

@@ -32,7 +32,6 @@ class Span:
         return cls(meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-
 @dataclass(frozen=True)
 class Diagnostic:
     message: str

@@ -427,6 +427,13 @@ class EvaluateSpec(Strict):
     def metric_keys(self) -> list[str]:
         return [metric_key(m) for m in self.metrics]
 
+    @property
+    def stop_metric(self) -> str | None:
+        """The metric early stopping watches: its own `metric=`, else `best`."""
+        if self.early_stop is None:
+            return None
+        return self.early_stop.metric or self.best
+
 
 # --- recipe --------------------------------------------------------------------
 

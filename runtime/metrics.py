@@ -170,7 +170,7 @@ class EarlyStop:
         spec = plan.evaluate.early_stop
         if spec is None:
             return None
-        metric = spec.metric or plan.evaluate.best
+        metric = plan.evaluate.stop_metric
         if metric is None:  # the checks reject this recipe; guard against a hand-made plan
             raise ValueError("early_stop needs a metric")
         return cls(spec.patience, spec.min_delta, metric)

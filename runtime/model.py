@@ -24,16 +24,7 @@ def build_model(plan: Plan) -> nn.Module:
         # the resolver compared the keys already: strict recipes fit exactly, strict=false ones load what fits
         model.load_state_dict({k: v for k, v in state.items() if k not in ignored}, strict=False)
     if plan.head is not None:
-        head = plan.head
-        module = architectures.make_head(
-            head.kind,
-            head.classes,
-            plan.classifier.in_features,
-            hidden=head.hidden_sizes if head.kind == "mlp" else [],
-            dropout=head.dropout,
-            activation=getattr(head, "activation", "relu"),
-            adapter=plan.classifier.adapter,
-        )
+        module = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
         architectures.replace_module(model, plan.classifier.path, module)
     return model
 

@@ -80,15 +80,9 @@ class Trainer:
             if (plan.evaluate.early_stop)
             else None
         )
-        self.stop_metric = self._stop_metric()
+        self.stop_metric = plan.evaluate.stop_metric
         self.best: dict | None = None
         self.start_epoch, self.global_step, self.history = 1, 0, []
-
-    def _stop_metric(self) -> str | None:
-        evaluate = self.plan.evaluate
-        if evaluate.early_stop is not None:
-            return evaluate.early_stop.metric or evaluate.best
-        return None
 
     # --- resume ----------------------------------------------------------------
 
@@ -137,7 +131,8 @@ class Trainer:
         stopped = self.early_stop is not None and self.early_stop.should_stop
         status = "early_stopped" if stopped else "finished"
         epoch = self.start_epoch - 1
-        for epoch in range(self.start_epoch, plan.epochs + 1 if not stopped else self.start_epoch):
+        last = epoch if stopped else plan.epochs  # a resumed run that had stopped trains no more
+        for epoch in range(self.start_epoch, last + 1):
             began = time.perf_counter()
             rates = self.rates.set(self.global_step)
             train_loss = self.train_epoch(epoch)

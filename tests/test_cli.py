@@ -349,10 +349,13 @@ print(codes)
         ([["check", "--syntax", str(PETS), str(SEED)]], [0]),
         ([["check", "--syntax", "--set", "train.epochs=0", str(SEED)]], [1]),
         ([["fmt", "--check", str(PETS)], ["fmt", "--check", str(SEED)]], [0, 0]),
+        ("bad", [1]),  # a recipe error through fmt, written to tmp_path below
     ],
-    ids=["check-syntax", "check-syntax-error", "fmt"],
+    ids=["check-syntax", "check-syntax-error", "fmt", "fmt-error"],
 )
 def test_syntax_check_and_fmt_import_no_torch(tmp_path, calls, codes):
+    if calls == "bad":
+        calls = [["fmt", str(pets_with(tmp_path, "epochs 12", "epochs 12 $"))]]
     result = subprocess.run(
         [sys.executable, "-c", NO_TORCH.format(calls=calls)],
         capture_output=True,
@@ -363,17 +366,3 @@ def test_syntax_check_and_fmt_import_no_torch(tmp_path, calls, codes):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(codes)
-
-
-def test_bad_file_through_fmt_imports_no_torch(tmp_path):
-    bad = pets_with(tmp_path, "epochs 12", "epochs 12 $")
-    result = subprocess.run(
-        [sys.executable, "-c", NO_TORCH.format(calls=[["fmt", str(bad)]])],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_env(),
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[1]"

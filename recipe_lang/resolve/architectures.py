@@ -188,6 +188,19 @@ def _mlp_head(classes: int, in_features: int, hidden: list[int], dropout: float,
     return nn.Sequential(*layers)
 
 
+def new_head(head, in_features: int, adapter: str) -> nn.Module:
+    """The module of a recipe's `head` (a LinearHead or MlpHead) for features of that width."""
+    return make_head(
+        head.kind,
+        head.classes,
+        in_features,
+        hidden=head.hidden_sizes if head.kind == "mlp" else [],
+        dropout=head.dropout,
+        activation=getattr(head, "activation", "relu"),
+        adapter=adapter,
+    )
+
+
 def replace_module(model: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, name = path.rpartition(".")
     setattr(model.get_submodule(parent), name, module)

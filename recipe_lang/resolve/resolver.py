@@ -124,18 +124,8 @@ class _Resolution:
         if spot is None:
             return None
         if head is not None:
-            hidden = head.hidden_sizes if head.kind == "mlp" else []
-            activation = getattr(head, "activation", "relu")
             with torch.device("meta"):
-                module = architectures.make_head(
-                    head.kind,
-                    head.classes,
-                    spot.in_features,
-                    hidden=hidden,
-                    dropout=head.dropout,
-                    activation=activation,
-                    adapter=spot.adapter,
-                )
+                module = architectures.new_head(head, spot.in_features, spot.adapter)
             architectures.replace_module(model, spot.path, module)
             self.attempt(("model", "head"), _runs_with_head, model, head.classes, spot.path)
         return Classifier(
