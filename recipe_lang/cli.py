@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(run)
     run.set_defaults(run=_run)
 
+    compile_ = commands.add_parser("compile", help="write a standalone training script (torch and torchvision only)")
+    compile_.add_argument("file", metavar="FILE")
+    compile_.add_argument("-o", "--output", metavar="SCRIPT", default="-", help="the script to write (default: stdout)")
+    _add_set(compile_)
+    compile_.set_defaults(run=_compile)
+
     compare = commands.add_parser("compare", help="the final and best metrics of runs, side by side")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     compare.set_defaults(run=_compare)
@@ -144,6 +150,32 @@ def _run(args) -> int:
         return 130
     if not args.quiet:
         print(f"{summary['status']}: {summary['epochs']} epochs in {summary['seconds']:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _compile(args) -> int:
+    """Resolve against the model, never the data or weight files: scripts run elsewhere."""
+    from templates.compiler import compile_plan
+
+    from .resolve import resolve
+
+    try:
+        recipe = load(args.file, args.overrides)
+        plan = resolve(recipe, data=False, weights_file=False)
+    except RecipeError as error:
+        _report(error)
+        return 1
+    _warn(recipe)
+    script = compile_plan(plan, recipe.source, recipe.filename, tuple(args.overrides))
+    if args.output == "-":
+        sys.stdout.write(script)
+        return 0
+    try:
+        atomic_write_text(args.output, script, executable=True)
+    except OSError as error:
+        print(f"ftr compile: error: cannot write {args.output}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output} ({script.count(chr(10))} lines)", file=sys.stderr)
     return 0
 
 

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path, write) -> None:
+def atomic_write(path, write, executable: bool = False) -> None:
     """Call write(binary_file) on a temporary file beside path, then rename it over path:
     a reader (or a resumed run) sees the old file or the new one, never half of one."""
     path = Path(path)
@@ -17,15 +17,16 @@ def atomic_write(path, write) -> None:
             write(out)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
+        mode = 0o777 if executable else 0o666
+        os.chmod(temp, mode & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_text(path, text: str) -> None:
-    atomic_write(path, lambda out: out.write(text.encode("utf-8")))
+def atomic_write_text(path, text: str, executable: bool = False) -> None:
+    atomic_write(path, lambda out: out.write(text.encode("utf-8")), executable)
 
 
 def _umask() -> int:

@@ -120,12 +120,7 @@ class Rates:
         self.epochs = plan.epochs
         self.optimizer = optimizer
         self.steps_per_epoch = steps_per_epoch
-        self.reported: dict[str, int] = {}  # recipe group -> index of the optimizer group its rate is read from
-        for i, group in enumerate(optimizer.param_groups):
-            name = group[GROUP_KEY]
-            first = self.reported.get(name)
-            if first is None or (optimizer.param_groups[first]["warmups"] and not group["warmups"]):
-                self.reported[name] = i
+        self.reported = plan.reported_rates()  # recipe group -> index of the optimizer group its rate is read from
 
     def set(self, step: int) -> dict[str, float]:
         """Set the rates for global optimizer step `step` (0-based, counted over

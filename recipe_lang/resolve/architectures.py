@@ -51,16 +51,23 @@ def drop_aux_heads(model: nn.Module) -> None:
     ftr never fine-tunes them: they only add a training-time loss, and with
     them the model returns a tuple instead of logits in train mode.
     """
-    if getattr(model, "aux_logits", False):
+    names = aux_heads(model)
+    if names:
         model.aux_logits = False
-        for name in ("aux1", "aux2", "AuxLogits"):
-            if hasattr(model, name):
-                setattr(model, name, None)
+    for name in names:
+        setattr(model, name, None)
 
 
-def build(name: str, device="meta") -> nn.Module:
+def aux_heads(model: nn.Module) -> list[str]:
+    """The auxiliary classifiers of a model built with them (googlenet: aux1, aux2)."""
+    if not getattr(model, "aux_logits", False):
+        return []
+    return [name for name in ("aux1", "aux2", "AuxLogits") if getattr(model, name, None) is not None]
+
+
+def build(name: str, device="meta", keep_aux: bool = False) -> nn.Module:
     """builder(weights=None, **builder_kwargs(name)) on `device`, without its
-    auxiliary heads; on "meta" it takes no memory for weights."""
+    auxiliary heads unless keep_aux; on "meta" it takes no memory for weights."""
     if name not in backbone_names():
         raise Problem(f"unknown backbone '{name}'", hint=did_you_mean(name, backbone_names()))
     builder = torchvision.models.get_model_builder(name)
@@ -72,7 +79,8 @@ def build(name: str, device="meta") -> nn.Module:
         # building, which meta tensors cannot answer.
         with _moved_when_registered(device):
             model = builder(weights=None, **builder_kwargs(name))
-    drop_aux_heads(model)
+    if not keep_aux:
+        drop_aux_heads(model)
     return model
 
 

@@ -109,6 +109,18 @@ class Plan(Frozen):
     def phase_of(self, epoch: int) -> Phase:
         return next(p for p in self.phases if p.first <= epoch <= p.last)
 
+    def reported_rates(self) -> dict[str, int]:
+        """{recipe group: index of the optimizer group whose rate metrics.jsonl logs as lr/<group>}.
+
+        A group split by weight decay and thaw warmup reports its first optimizer
+        group without a warmup (the group's scheduled rate), else its first."""
+        reported: dict[str, int] = {}
+        for i, og in enumerate(self.optimizer_groups):
+            first = reported.get(og.group)
+            if first is None or (self.optimizer_groups[first].warmups and not og.warmups):
+                reported[og.group] = i
+        return reported
+
     def digest(self) -> str:
         """A hash of every decision: a checkpoint of another plan is refused on resume."""
         return hashlib.sha256(self.model_dump_json(exclude={"warnings"}).encode()).hexdigest()[:16]
