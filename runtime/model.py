@@ -21,8 +21,11 @@ def build_model(plan: Plan) -> nn.Module:
     if spec.kind == "file":
         state = weights.load_state_file(spec.path, spec.key, spec.strip)
         ignored = set(plan.weights.ignored_keys)
-        # the resolver compared the keys already: strict recipes fit exactly, strict=false ones load what fits
-        model.load_state_dict({k: v for k, v in state.items() if k not in ignored}, strict=False)
+        own = model.state_dict()
+        # the resolver compared the keys already: strict recipes fit exactly, strict=false ones
+        # load what fits (load_state_dict raises on a misshapen tensor even with strict=False)
+        fits = {k: v for k, v in state.items() if k not in ignored and k in own and v.shape == own[k].shape}
+        model.load_state_dict(fits, strict=False)
     if plan.head is not None:
         module = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
         architectures.replace_module(model, plan.classifier.path, module)

@@ -1,0 +1,1063 @@
+#!/usr/bin/env python3
+# pets-resnet50: compiled by ftr 0.1.0 from recipes/pets_resnet50.ftr
+# recipe sha256 51637de66c6581ac3e248c6a7379aa488c7bdb3d7009cd47e5f00d7c0f175a91
+#
+# The recipe:
+#
+#     # Gradual unfreezing with discriminative learning rates.
+#     recipe "pets-resnet50"
+#     seed 7
+#
+#     model {
+#       backbone resnet50
+#       weights default  # torchvision's recommended ImageNet weights
+#       head mlp(classes=37, hidden=512, dropout=0.3)
+#     }
+#
+#     data {
+#       train imagefolder("data/pets/train")
+#       val split(0.15)  # stratified, seeded hold-out taken from train
+#       batch_size 48
+#       workers 4
+#       train_transforms random_resized_crop(224, scale=(0.6, 1.0)), hflip(), color_jitter(brightness=0.2, contrast=0.2)
+#       eval_transforms weights  # the weights' own preprocessing preset
+#       normalize imagenet
+#     }
+#
+#     groups {
+#       top    = layer4
+#       middle = layer3
+#       base   = conv1, bn1, layer1, layer2
+#     }
+#
+#     train {
+#       epochs 12
+#       optimizer adamw(weight_decay=0.05)
+#       lr head=3e-3, top=1e-3, middle=3e-4, base=1e-4
+#       schedule cosine(warmup=1)
+#       freeze all except head
+#       at epoch 3 unfreeze top
+#       at epoch 6 unfreeze middle
+#       at epoch 9 unfreeze base
+#       no_weight_decay bias, norm
+#       precision bf16
+#     }
+#
+#     evaluate {
+#       metrics loss, accuracy, top_k(5), macro_f1
+#       best accuracy
+#       early_stop patience=4
+#     }
+#
+# The plan (ftr plan): what trains in each span of epochs, and how fast.
+#
+#     pets-resnet50: resnet50 with ResNet50_Weights.IMAGENET1K_V2 weights, 24.58M parameters
+#     head: mlp 2048 -> 512 -> 37 (relu, dropout 0.3), replaces fc
+#     optimizer: adamw(weight_decay=0.05), schedule: cosine(warmup=1), 12 epochs, batchnorm in frozen parts: eval
+#
+#     group   covers                      params  rate    no decay
+#     head    fc (new head)               1.07M   0.003   2 tensors
+#     top     layer4                      14.96M  0.001   20 tensors
+#     middle  layer3                      7.10M   0.0003  38 tensors
+#     base    conv1, bn1, layer1, layer2  1.44M   0.0001  48 tensors
+#
+#     epochs  trains                   trainable        rates at start                                               frozen BatchNorm  changes
+#     1-2     head                     1.07M (4.3%)     head 0.003 (warmup)                                          eval (53)
+#     3-5     head, top                16.03M (65.2%)   head 0.00294, top 0.00098                                    eval (43)         +top
+#     6-8     head, top, middle        23.13M (94.1%)   head 0.00212, top 0.000708, middle 0.000212                  eval (24)         +middle
+#     9-12    head, top, middle, base  24.58M (100.0%)  head 0.000877, top 0.000292, middle 8.77e-05, base 2.92e-05  -                 +base
+"""A fine-tuning script compiled by ftr: it needs only torch and torchvision.
+
+Run it from the folder the recipe's paths are relative to (or give --root):
+
+    python SCRIPT [--out DIR] [--root DIR] [--epochs N] [--device DEVICE]
+                  [--resume] [--overwrite] [--quiet]
+
+It writes the run folder `ftr run` writes (recipe.ftr, metrics.jsonl,
+classes.json, model.pt, best.pt, checkpoint.pt, summary.json), with the same
+numbers for the same recipe, data and seed. --resume continues an interrupted
+run from its last finished epoch.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.transforms import v2
+
+# --- the plan: every decision of the recipe, resolved by ftr ------------------
+
+NAME = "pets-resnet50"
+FTR_VERSION = "0.1.0"
+PLAN_DIGEST = "875d6b0478d22c30"  # a checkpoint of another plan is refused
+SEED = 7
+EPOCHS = 12
+OUTPUT = "runs/pets-resnet50"
+
+# Data. Paths are relative to the working directory, or to --root.
+TRAIN_DATA = {"kind": "imagefolder", "path": "data/pets/train"}
+VAL_DATA = {"kind": "split", "fraction": 0.15}
+BATCH_SIZE = 48
+EVAL_BATCH_SIZE = 48
+WORKERS = 4
+SKIP_BAD_IMAGES = False
+
+# Images: decoded to RGB, then ToImage, these transforms in this order,
+# ToDtype(float32, scale=True) and Normalize(MEAN, STD).
+TRAIN_TRANSFORMS = [
+    v2.RandomResizedCrop(224, scale=(0.6, 1.0)),
+    v2.RandomHorizontalFlip(),
+    v2.ColorJitter(brightness=0.2, contrast=0.2),
+]
+EVAL_TRANSFORMS = [
+    v2.Resize(232),
+    v2.CenterCrop(224),
+]
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+
+# The model: torchvision's resnet50, 24576101 parameter values once built.
+CLASSIFIER = "fc"  # the module the new head replaces
+PARAMETERS = 24576101
+
+# Groups: each part of the model, its base rate (None: it never trains) and the
+# parameters it covers. A name covers the parameter or module of that name and
+# everything under it: "layer4" covers "layer4.0.conv1.weight".
+GROUPS = {
+    "head": {"lr": 0.003, "params": ["fc"]},
+    "top": {"lr": 0.001, "params": ["layer4"]},
+    "middle": {"lr": 0.0003, "params": ["layer3"]},
+    "base": {"lr": 0.0001, "params": ["conv1", "bn1", "layer1", "layer2"]},
+    "rest": {"lr": None, "params": []},
+}
+
+# The optimizer's parameter groups, fixed at step 0: a recipe group split by
+# weight decay and by thaw warmup ([epoch, epochs]: the rate ramps up from 0).
+OPTIMIZER_GROUPS = [
+    {
+        "group": "head",
+        "params": ["fc.0.weight", "fc.3.weight"],
+        "weight_decay": 0.05,
+        "warmups": [],
+    },
+    {
+        "group": "head",
+        "params": ["fc.0.bias", "fc.3.bias"],
+        "weight_decay": 0.0,
+        "warmups": [],
+    },
+    {
+        "group": "top",
+        "params": [
+            "layer4.0.conv1",
+            "layer4.0.conv2",
+            "layer4.0.conv3",
+            "layer4.0.downsample.0",
+            "layer4.1.conv1",
+            "layer4.1.conv2",
+            "layer4.1.conv3",
+            "layer4.2.conv1",
+            "layer4.2.conv2",
+            "layer4.2.conv3",
+        ],
+        "weight_decay": 0.05,
+        "warmups": [],
+    },
+    {
+        "group": "top",
+        "params": [
+            "layer4.0.bn1",
+            "layer4.0.bn2",
+            "layer4.0.bn3",
+            "layer4.0.downsample.1",
+            "layer4.1.bn1",
+            "layer4.1.bn2",
+            "layer4.1.bn3",
+            "layer4.2.bn1",
+            "layer4.2.bn2",
+            "layer4.2.bn3",
+        ],
+        "weight_decay": 0.0,
+        "warmups": [],
+    },
+    {
+        "group": "middle",
+        "params": [
+            "layer3.0.conv1",
+            "layer3.0.conv2",
+            "layer3.0.conv3",
+            "layer3.0.downsample.0",
+            "layer3.1.conv1",
+            "layer3.1.conv2",
+            "layer3.1.conv3",
+            "layer3.2.conv1",
+            "layer3.2.conv2",
+            "layer3.2.conv3",
+            "layer3.3.conv1",
+            "layer3.3.conv2",
+            "layer3.3.conv3",
+            "layer3.4.conv1",
+            "layer3.4.conv2",
+            "layer3.4.conv3",
+            "layer3.5.conv1",
+            "layer3.5.conv2",
+            "layer3.5.conv3",
+        ],
+        "weight_decay": 0.05,
+        "warmups": [],
+    },
+    {
+        "group": "middle",
+        "params": [
+            "layer3.0.bn1",
+            "layer3.0.bn2",
+            "layer3.0.bn3",
+            "layer3.0.downsample.1",
+            "layer3.1.bn1",
+            "layer3.1.bn2",
+            "layer3.1.bn3",
+            "layer3.2.bn1",
+            "layer3.2.bn2",
+            "layer3.2.bn3",
+            "layer3.3.bn1",
+            "layer3.3.bn2",
+            "layer3.3.bn3",
+            "layer3.4.bn1",
+            "layer3.4.bn2",
+            "layer3.4.bn3",
+            "layer3.5.bn1",
+            "layer3.5.bn2",
+            "layer3.5.bn3",
+        ],
+        "weight_decay": 0.0,
+        "warmups": [],
+    },
+    {
+        "group": "base",
+        "params": [
+            "conv1",
+            "layer1.0.conv1",
+            "layer1.0.conv2",
+            "layer1.0.conv3",
+            "layer1.0.downsample.0",
+            "layer1.1.conv1",
+            "layer1.1.conv2",
+            "layer1.1.conv3",
+            "layer1.2.conv1",
+            "layer1.2.conv2",
+            "layer1.2.conv3",
+            "layer2.0.conv1",
+            "layer2.0.conv2",
+            "layer2.0.conv3",
+            "layer2.0.downsample.0",
+            "layer2.1.conv1",
+            "layer2.1.conv2",
+            "layer2.1.conv3",
+            "layer2.2.conv1",
+            "layer2.2.conv2",
+            "layer2.2.conv3",
+            "layer2.3.conv1",
+            "layer2.3.conv2",
+            "layer2.3.conv3",
+        ],
+        "weight_decay": 0.05,
+        "warmups": [],
+    },
+    {
+        "group": "base",
+        "params": [
+            "bn1",
+            "layer1.0.bn1",
+            "layer1.0.bn2",
+            "layer1.0.bn3",
+            "layer1.0.downsample.1",
+            "layer1.1.bn1",
+            "layer1.1.bn2",
+            "layer1.1.bn3",
+            "layer1.2.bn1",
+            "layer1.2.bn2",
+            "layer1.2.bn3",
+            "layer2.0.bn1",
+            "layer2.0.bn2",
+            "layer2.0.bn3",
+            "layer2.0.downsample.1",
+            "layer2.1.bn1",
+            "layer2.1.bn2",
+            "layer2.1.bn3",
+            "layer2.2.bn1",
+            "layer2.2.bn2",
+            "layer2.2.bn3",
+            "layer2.3.bn1",
+            "layer2.3.bn2",
+            "layer2.3.bn3",
+        ],
+        "weight_decay": 0.0,
+        "warmups": [],
+    },
+]
+
+# Spans of epochs: what trains, and which BatchNorm layers stay in eval mode.
+PHASES = [
+    {
+        "first": 1,
+        "last": 2,
+        "trainable": ["fc"],
+        "batchnorm_eval": ["bn1", "layer1", "layer2", "layer3", "layer4"],
+    },
+    {
+        "first": 3,
+        "last": 5,
+        "trainable": ["layer4", "fc"],
+        "batchnorm_eval": ["bn1", "layer1", "layer2", "layer3"],
+    },
+    {
+        "first": 6,
+        "last": 8,
+        "trainable": ["layer3", "layer4", "fc"],
+        "batchnorm_eval": ["bn1", "layer1", "layer2"],
+    },
+    {
+        "first": 9,
+        "last": 12,
+        "trainable": ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"],
+        "batchnorm_eval": [],
+    },
+]
+
+# lr/<group> in metrics.jsonl: the rate of this optimizer group.
+REPORTED_RATES = {"head": 0, "top": 2, "middle": 4, "base": 6}
+
+LABEL_SMOOTHING = 0.0
+CLIP_GRAD_NORM = None
+ACCUMULATE = 1  # batches per optimizer step
+PRECISION = "bf16"
+
+# Evaluation: val_<metric> for each metric, every EVALUATE_EVERY epochs and at the end.
+METRICS = ["loss", "accuracy", "top5", "macro_f1"]
+EVALUATE_EVERY = 1
+BEST = "accuracy"  # the metric whose best epoch is kept in best.pt
+EARLY_STOP = {"metric": "accuracy", "patience": 4, "min_delta": 0.0}
+
+# recipe.ftr, as the run folder keeps it.
+RECIPE_LINES = [
+    "# Gradual unfreezing with discriminative learning rates.\n",
+    'recipe "pets-resnet50"\n',
+    "seed 7\n",
+    "\n",
+    "model {\n",
+    "  backbone resnet50\n",
+    "  weights default  # torchvision's recommended ImageNet weights\n",
+    "  head mlp(classes=37, hidden=512, dropout=0.3)\n",
+    "}\n",
+    "\n",
+    "data {\n",
+    '  train imagefolder("data/pets/train")\n',
+    "  val split(0.15)  # stratified, seeded hold-out taken from train\n",
+    "  batch_size 48\n",
+    "  workers 4\n",
+    "  train_transforms random_resized_crop(224, scale=(0.6, 1.0)), hflip(), color_jitter(brightness=0.2, contrast=0.2)\n",
+    "  eval_transforms weights  # the weights' own preprocessing preset\n",
+    "  normalize imagenet\n",
+    "}\n",
+    "\n",
+    "groups {\n",
+    "  top    = layer4\n",
+    "  middle = layer3\n",
+    "  base   = conv1, bn1, layer1, layer2\n",
+    "}\n",
+    "\n",
+    "train {\n",
+    "  epochs 12\n",
+    "  optimizer adamw(weight_decay=0.05)\n",
+    "  lr head=3e-3, top=1e-3, middle=3e-4, base=1e-4\n",
+    "  schedule cosine(warmup=1)\n",
+    "  freeze all except head\n",
+    "  at epoch 3 unfreeze top\n",
+    "  at epoch 6 unfreeze middle\n",
+    "  at epoch 9 unfreeze base\n",
+    "  no_weight_decay bias, norm\n",
+    "  precision bf16\n",
+    "}\n",
+    "\n",
+    "evaluate {\n",
+    "  metrics loss, accuracy, top_k(5), macro_f1\n",
+    "  best accuracy\n",
+    "  early_stop patience=4\n",
+    "}\n",
+]
+
+
+# --- data ---------------------------------------------------------------------
+
+
+class RunError(Exception):
+    """A run that cannot start or go on: printed as a message, never a traceback."""
+
+
+class Unreadable:
+    """Stands in for an image that cannot be read, so the batch can skip or name it."""
+
+    def __init__(self, path, reason):
+        self.path = path
+        self.reason = reason
+
+
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def load_rgb(path):
+    """An image file as RGB PIL, or an Unreadable in its place."""
+    try:
+        with open(path, "rb") as file:
+            return Image.open(file).convert("RGB")  # a truncated file fails here
+    except UNREADABLE as error:
+        if isinstance(error, UnidentifiedImageError):
+            reason = "not an image format PIL can read"
+        else:
+            reason = " ".join((str(error) or type(error).__name__).split())
+        return Unreadable(str(path), reason)
+
+
+def pipeline(transforms):
+    steps = [v2.ToImage(), *transforms, v2.ToDtype(torch.float32, scale=True)]
+    steps.append(v2.Normalize(MEAN, STD))
+    return v2.Compose(steps)
+
+
+class Transformed(Dataset):
+    """A dataset (or the items `indices` of it) with an image pipeline applied."""
+
+    def __init__(self, base, transform, indices=None):
+        self.base = base
+        self.transform = transform
+        self.indices = indices
+
+    def __len__(self):
+        return len(self.base) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, index):
+        if self.indices is not None:
+            index = self.indices[index]
+        image, target = self.base[index]
+        if isinstance(image, Unreadable):
+            return image
+        return self.transform(image), target
+
+
+def at(root, path):
+    return path if root in ("", ".") else os.path.join(root, path)
+
+
+def source(spec, root, train):
+    """(dataset of (PIL image, class index), class names) for a data source."""
+    kind = spec["kind"]
+    if kind == "imagefolder":
+        path = at(root, spec["path"])
+        try:
+            dataset = torchvision.datasets.ImageFolder(path, loader=load_rgb)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise RunError(f"data folder '{path}': {error}") from None
+        return dataset, list(dataset.classes)
+    raise RunError(f"unknown data source {kind}")
+
+
+def targets_of(dataset):
+    for name in ("targets", "_labels", "labels"):
+        targets = getattr(dataset, name, None)
+        if targets is not None:
+            return [int(t) for t in targets]
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def split_indices(targets, fraction, seed):
+    """A stratified, seeded hold-out: (train, val) indices, both in dataset order."""
+    generator = torch.Generator().manual_seed(seed)
+    by_class = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(target, []).append(index)
+    val = []
+    for target in sorted(by_class):
+        members = by_class[target]
+        n = len(members)
+        order = torch.randperm(n, generator=generator).tolist()
+        take = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
+        val += [members[i] for i in order[:take]]
+    held = set(val)
+    return [i for i in range(len(targets)) if i not in held], sorted(val)
+
+
+def datasets(root):
+    """The train and val datasets with their pipelines, and the class names."""
+    train_transform = pipeline(TRAIN_TRANSFORMS)
+    base, classes = source(TRAIN_DATA, root, train=True)
+    eval_transform = pipeline(EVAL_TRANSFORMS)
+    train_idx, val_idx = split_indices(targets_of(base), VAL_DATA["fraction"], SEED)
+    train_set = Transformed(base, train_transform, train_idx)
+    return train_set, Transformed(base, eval_transform, val_idx), classes
+
+
+def collate(items):
+    """default_collate over the readable items; the unreadable ones travel beside."""
+    bad = [item for item in items if isinstance(item, Unreadable)]
+    good = [item for item in items if not isinstance(item, Unreadable)]
+    inputs, labels = default_collate(good) if good else (None, None)
+    return inputs, labels, bad
+
+
+def seed_worker(worker_id):
+    """Python's random in each worker from the worker's torch seed (the loader's)."""
+    random.seed(torch.initial_seed())
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(torch.initial_seed() % 2**32)
+
+
+def loaders(train_set, val_set):
+    """The train loader shuffles with its own generator; the val loader has none, so
+    each pass over it draws one number from the global generator."""
+    extra = {
+        "num_workers": WORKERS,
+        "worker_init_fn": seed_worker,
+        "collate_fn": collate,
+    }
+    generator = torch.Generator().manual_seed(SEED)
+    train = DataLoader(
+        train_set, batch_size=BATCH_SIZE, shuffle=True, generator=generator, **extra
+    )
+    if val_set is None:
+        return train, None
+    return train, DataLoader(val_set, batch_size=EVAL_BATCH_SIZE, **extra)
+
+
+def batches(loader, skipped):
+    """(inputs, labels) of each batch: an unreadable image stops the run, or with
+    SKIP_BAD_IMAGES is left out and counted in `skipped`."""
+    for inputs, labels, bad in loader:
+        for item in bad:
+            if not SKIP_BAD_IMAGES:
+                raise RunError(
+                    f"cannot read image '{item.path}' ({item.reason}): set "
+                    "skip_bad_images true in data to skip and count unreadable images"
+                )
+            skipped.setdefault(item.path, item.reason)
+        if inputs is not None:
+            yield inputs, labels
+
+
+# --- the model ----------------------------------------------------------------
+
+
+def new_head():
+    return nn.Sequential(
+        nn.Linear(2048, 512),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(512, 37),
+    )
+
+
+def build_model(root):
+    """The backbone (its init draws from the seeded generator), its weights, then
+    the new head (which draws again): the order that spends the seed."""
+    model = torchvision.models.resnet50(
+        weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+    )
+    parent, _, name = CLASSIFIER.rpartition(".")
+    setattr(model.get_submodule(parent), name, new_head())
+    count = sum(p.numel() for p in model.parameters())
+    if count != PARAMETERS:
+        raise RunError(
+            f"this torchvision builds resnet50 with {count} parameter "
+            f"values, not the {PARAMETERS} the script was compiled for"
+        )
+    return model
+
+
+def covered(name, names):
+    """Whether a parameter or module name is one of `names` or lies under one."""
+    return any(name == n or name.startswith(n + ".") for n in names)
+
+
+def parameters(model, names):
+    """The parameters `names` cover, in the model's order."""
+    return [p for name, p in model.named_parameters() if covered(name, names)]
+
+
+def phase_of(epoch):
+    """The span of PHASES an epoch falls in (the last one goes on past EPOCHS)."""
+    return [phase for phase in PHASES if phase["first"] <= epoch][-1]
+
+
+def enter_phase(model, phase):
+    """requires_grad on exactly the span's trainable parameters."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(covered(name, phase["trainable"]))
+
+
+def train_mode(model, phase):
+    """model.train(), except the BatchNorm layers the span keeps in eval mode."""
+    model.train()
+    for name, module in model.named_modules():
+        batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        if batchnorm and covered(name, phase["batchnorm_eval"]):
+            module.eval()
+
+
+# --- optimizer, rates, metrics ------------------------------------------------
+
+
+def build_optimizer(model):
+    groups = [
+        {
+            "params": parameters(model, og["params"]),
+            "lr": GROUPS[og["group"]]["lr"],
+            "weight_decay": og["weight_decay"],
+            "ftr_group": og["group"],
+            "base_lr": GROUPS[og["group"]]["lr"],
+            "warmups": og["warmups"],
+        }
+        for og in OPTIMIZER_GROUPS
+    ]
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=(0.9, 0.999), eps=1e-08)
+
+
+def schedule_factor(t, dt, epochs):
+    """The schedule's factor at progress t (epochs; dt: one step)."""
+    warmup, min_lr = 1.0, 0.0
+    if t < warmup:
+        return min(1.0, (t + dt) / warmup)
+    progress = (t - warmup) / max(epochs - warmup, 1e-12)
+    return min_lr + (1 - min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def set_rates(optimizer, step, steps_per_epoch, epochs):
+    """Every group's rate for optimizer step `step`: base x schedule."""
+    t, dt = step / steps_per_epoch, 1 / steps_per_epoch
+    factor = schedule_factor(t, dt, epochs)
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    groups = optimizer.param_groups
+    return {name: groups[i]["lr"] for name, i in REPORTED_RATES.items()}
+
+
+def better(metric, new, old, min_delta=0.0):
+    """Lower is better for loss, higher for every other metric; NaN never improves."""
+    if old is None:
+        return new == new
+    if metric == "loss":
+        return new < old - min_delta
+    return new > old + min_delta
+
+
+def macro_f1(confusion):
+    """Mean F1 over the classes present in the labels or the predictions."""
+    confusion = confusion.to(torch.float64)
+    denominator = confusion.sum(1) + confusion.sum(0)  # 2TP + FP + FN
+    counted = denominator > 0
+    if not counted.any():
+        return 0.0
+    return (2 * confusion.diagonal()[counted] / denominator[counted]).mean().item()
+
+
+class NonFiniteLoss(RunError):
+    pass
+
+
+def autocast(device):
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def evaluate(model, loader, device, classes, epoch, skipped):
+    """val_<metric> for each of METRICS, over the whole val set."""
+    model.eval()
+    loss_sum, seen, correct = 0.0, 0, 0
+    top = [5]
+    hits = dict.fromkeys(top, 0)
+    confusion = torch.zeros(classes, classes, dtype=torch.int64)
+    with torch.no_grad():
+        for inputs, labels in batches(loader, skipped):
+            inputs, labels = inputs.to(device), labels.to(device)
+            with autocast(device):
+                logits = model(inputs)
+            logits = logits.float()
+            loss = nn.functional.cross_entropy(logits, labels)
+            if not torch.isfinite(loss):
+                where = f"the validation of epoch {epoch}"
+                raise NonFiniteLoss(f"the loss is {loss.item()} at {where}")
+            loss_sum += loss.item() * len(labels)
+            seen += len(labels)
+            predicted = logits.argmax(1)
+            correct += (predicted == labels).sum().item()
+            # rank of the label's logit; ties go to the lower class index, as argmax
+            label_logit = logits.gather(1, labels[:, None])
+            index = torch.arange(classes, device=logits.device)
+            tie = (logits == label_logit) & (index[None, :] < labels[:, None])
+            rank = ((logits > label_logit) | tie).sum(1)
+            for k in top:
+                hits[k] += (rank < k).sum().item()
+            cells = labels.to(torch.int64) * classes + predicted
+            counts = torch.bincount(cells, minlength=classes**2)
+            confusion += counts.view(classes, classes).cpu()
+    if seen == 0:
+        raise RunError("no validation image could be read")
+    return {
+        "val_loss": loss_sum / seen,
+        "val_accuracy": correct / seen,
+        "val_top5": hits[5] / seen,
+        "val_macro_f1": macro_f1(confusion),
+    }
+
+
+# --- the run: folder, checkpoints, the loop -------------------------------------
+
+RUN_FILES = (
+    "recipe.ftr",
+    "metrics.jsonl",
+    "classes.json",
+    "model.pt",
+    "best.pt",
+    "checkpoint.pt",
+    "summary.json",
+)
+
+
+def save_atomically(path, write):
+    """write(file) into a temporary file beside path, then rename it over path:
+    a reader (or a resumed run) sees the old file or the new one, never half."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temp, 0o666 & ~mask)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(path, obj):
+    save_atomically(path, lambda file: torch.save(obj, file))
+
+
+def save_text(path, text):
+    save_atomically(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def save_json(path, obj):
+    save_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def rng_state(generator):
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "loader": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state, generator):
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    generator.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(requested):
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Training:
+    """The model, optimizer and loaders of the plan, and the state of the run."""
+
+    def __init__(self, args, out):
+        self.out = out
+        self.epochs = args.epochs or EPOCHS
+        self.device = pick_device(args.device)
+        self.quiet = args.quiet
+        # the order that spends the seed: data, backbone, weights, head, loaders
+        torch.manual_seed(SEED)
+        random.seed(SEED)
+        train_set, val_set, self.classes = datasets(args.root)
+        if len(self.classes) != 37:
+            raise RunError(
+                f"the data has {len(self.classes)} classes, "
+                "the head 37: change the head's classes in the recipe"
+            )
+        self.model = build_model(args.root).to(self.device)
+        self.optimizer = build_optimizer(self.model)
+        self.train_loader, self.val_loader = loaders(train_set, val_set)
+        if len(self.train_loader) == 0:
+            raise RunError("the training set is empty")
+        # optimizer steps per epoch: the last window of ACCUMULATE batches may be short
+        self.steps = -(-len(self.train_loader) // ACCUMULATE)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+        self.step = 0  # optimizer steps so far
+        self.start = 1  # the first epoch to train
+        self.best = None  # {"metric", "value", "epoch"} of best.pt
+        self.early_stop = {"best": None, "bad": 0}
+        self.history = []  # the rows of metrics.jsonl
+        self.skipped = {}  # unreadable images left out: path -> reason
+
+    def write_start(self):
+        save_text(self.out / "recipe.ftr", "".join(RECIPE_LINES))
+        classes = {name: index for index, name in enumerate(self.classes)}
+        save_json(self.out / "classes.json", classes)
+
+    def save_checkpoint(self, epoch):
+        state = {
+            "plan": PLAN_DIGEST,
+            "epochs": self.epochs,
+            "epoch": epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.train_loader.generator),
+            "best": self.best,
+            "early_stop": self.early_stop,
+        }
+        save_tensors(self.out / "checkpoint.pt", state)
+
+    def resume(self):
+        path = self.out / "checkpoint.pt"
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("plan") != PLAN_DIGEST or state.get("epochs") != self.epochs:
+            raise RunError(
+                f"{path} was written by another recipe or another --epochs; "
+                "resume with the same script and flags, or start again with --overwrite"
+            )
+        enter_phase(self.model, phase_of(state["epoch"]))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], self.train_loader.generator)
+        self.best = state["best"]
+        self.early_stop = state["early_stop"]
+        self.start = state["epoch"] + 1
+        self.step = state["step"]
+        lines = (self.out / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+        self.history = [row for row in rows if row["epoch"] <= state["epoch"]]
+
+    def train(self):
+        """Train from self.start to the end (or an early stop); the status and epochs done."""
+        stopped = self.early_stop["bad"] >= EARLY_STOP["patience"]
+        status = "early_stopped" if stopped else "finished"
+        epoch = self.start - 1
+        last = epoch if stopped else self.epochs  # a stopped run trains no more
+        for epoch in range(self.start, last + 1):
+            began = time.perf_counter()
+            rates = set_rates(self.optimizer, self.step, self.steps, self.epochs)
+            row = {"epoch": epoch, "train_loss": self.train_epoch(epoch)}
+            if self.val_loader is not None and (
+                epoch % EVALUATE_EVERY == 0 or epoch == self.epochs
+            ):
+                row.update(
+                    evaluate(
+                        self.model,
+                        self.val_loader,
+                        self.device,
+                        len(self.classes),
+                        epoch,
+                        self.skipped,
+                    )
+                )
+            row.update({f"lr/{group}": rate for group, rate in rates.items()})
+            row["seconds"] = time.perf_counter() - began
+            self.history.append(row)
+            stop = self.after_evaluation(epoch, row)
+            lines = [json.dumps(row, allow_nan=False) + "\n" for row in self.history]
+            save_text(self.out / "metrics.jsonl", "".join(lines))
+            self.save_checkpoint(epoch)
+            self.report(row)
+            if stop:
+                status = "early_stopped"
+                break
+        save_tensors(self.out / "model.pt", self.model.state_dict())
+        return status, epoch
+
+    def train_epoch(self, epoch):
+        model, optimizer = self.model, self.optimizer
+        phase = phase_of(epoch)
+        if phase["first"] == epoch > 1:
+            # what thaws starts with empty optimizer state
+            before = phase_of(epoch - 1)["trainable"]
+            for name, param in model.named_parameters():
+                if covered(name, phase["trainable"]) and not covered(name, before):
+                    optimizer.state.pop(param, None)
+        enter_phase(model, phase)
+        train_mode(model, phase)
+        total, seen = 0.0, 0
+        optimizer.zero_grad()
+        for i, (inputs, labels) in enumerate(batches(self.train_loader, self.skipped)):
+            set_rates(optimizer, self.step, self.steps, self.epochs)
+            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            with autocast(self.device):
+                loss = self.criterion(model(inputs), labels)
+            if not torch.isfinite(loss):
+                where = f"epoch {epoch}, step {i + 1}"
+                raise NonFiniteLoss(f"the loss is {loss.item()} at {where}")
+            self.backward(loss)
+            self.optimizer_step()
+            total += loss.item() * len(labels)
+            seen += len(labels)
+        return total / max(seen, 1)
+
+    def backward(self, loss):
+        loss.backward()
+
+    def optimizer_step(self):
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.step += 1
+
+    def after_evaluation(self, epoch, row):
+        """Keep the best model; say whether early stopping ends the run."""
+        value = row.get(f"val_{BEST}")
+        old = self.best["value"] if self.best else None
+        if value is not None and better(BEST, value, old):
+            self.best = {"metric": BEST, "value": value, "epoch": epoch}
+            save_tensors(self.out / "best.pt", self.model.state_dict())
+        value = row.get(f"val_{EARLY_STOP['metric']}")
+        if value is None:
+            return False
+        state = self.early_stop
+        if better(EARLY_STOP["metric"], value, state["best"], EARLY_STOP["min_delta"]):
+            state["best"], state["bad"] = value, 0
+        else:
+            state["bad"] += 1
+        return state["bad"] >= EARLY_STOP["patience"]
+
+    def report(self, row):
+        if self.quiet:
+            return
+        values = {k: v for k, v in row.items() if k not in ("epoch", "seconds")}
+        shown = [f"epoch {row['epoch']}/{self.epochs}"]
+        shown += [f"{k} {v:.4g}" for k, v in values.items()]
+        shown.append(f"{row['seconds']:.1f}s")
+        print("  ".join(shown), file=sys.stderr, flush=True)
+
+
+def prepare(out, args):
+    """True to resume, False to start; None when a finished run is asked to resume."""
+    finished = (out / "summary.json").exists()
+    started = (out / "checkpoint.pt").exists()
+    if args.overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    elif finished:
+        if args.resume:
+            return None
+        raise RunError(f"{out} holds a finished run; use --overwrite, or another --out")
+    elif started and not args.resume:
+        raise RunError(
+            f"{out} holds an unfinished run; use --resume to continue it, "
+            "or --overwrite to start again"
+        )
+    elif args.resume and not started:
+        raise RunError(f"nothing to resume in {out}: it holds no checkpoint.pt")
+    out.mkdir(parents=True, exist_ok=True)
+    return args.resume and not args.overwrite
+
+
+def last_good(out):
+    path = out / "checkpoint.pt"
+    if not path.exists():
+        return "no epoch had finished, so there is no checkpoint"
+    epoch = torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    return f"the checkpoint of epoch {epoch} is kept in {path}"
+
+
+def arguments(argv):
+    parser = argparse.ArgumentParser(description="Fine-tune as the recipe says.")
+    out = OUTPUT.replace("%", "%%")  # argparse formats help with %
+    parser.add_argument("--out", metavar="DIR", help=f"run folder (default: {out})")
+    parser.add_argument("--root", metavar="DIR", default=".", help="where paths start")
+    parser.add_argument("--epochs", type=int, help=f"default: {EPOCHS}")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: fastest)")
+    parser.add_argument("--resume", action="store_true", help="continue the run")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run")
+    parser.add_argument("--quiet", action="store_true", help="no line per epoch")
+    args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = arguments(argv)
+    out = Path(args.out or OUTPUT)
+    try:
+        resuming = prepare(out, args)
+        if resuming is None:
+            print(f"{out} holds a finished run: nothing to resume", file=sys.stderr)
+            return 0
+        run = Training(args, out)
+        if resuming:
+            run.resume()
+        else:
+            run.write_start()
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    try:
+        status, epochs = run.train()
+    except RunError as error:
+        print(f"error: {error}; {last_good(out)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        given = sys.argv[1:] if argv is None else argv
+        again = " ".join(a for a in given if a != "--overwrite")
+        print(
+            "interrupted; the last finished epoch is saved and nothing is half-written. "
+            f"Continue with: python {sys.argv[0]} {again} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    summary = {
+        "recipe": NAME,
+        "status": status,
+        "epochs": epochs,
+        "of_epochs": run.epochs,
+        "final": run.history[-1] if run.history else {},
+        "best": run.best,
+        "skipped_images": len(run.skipped),
+        "seconds": time.perf_counter() - started,
+        "device": str(run.device),
+        "plan": PLAN_DIGEST,
+        "ftr": FTR_VERSION,
+    }
+    save_json(out / "summary.json", summary)
+    if not args.quiet:
+        seconds = summary["seconds"]
+        print(f"{status}: {epochs} epochs in {seconds:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,760 @@
+#!/usr/bin/env python3
+# seed-loop: compiled by ftr 0.1.0 from recipes/seed_loop.ftr
+# recipe sha256 fcbfc9c793d09fe2af7d3c3f52d397fbb5ebb30223e5b40db777eddb8013846d
+#
+# The recipe:
+#
+#     # The recipe equivalent of seed_loop.py (image size 32, 2 epochs, 4 classes).
+#     # Run from the folder that holds data/train and data/val.
+#     recipe "seed-loop"
+#     seed 0
+#
+#     model {
+#       backbone resnet18
+#       weights none
+#       head linear(classes=4)
+#     }
+#
+#     data {
+#       train imagefolder("data/train")
+#       val imagefolder("data/val")
+#       batch_size 32
+#       train_transforms random_resized_crop(32), hflip()
+#       eval_transforms resize(36), center_crop(32)
+#       normalize imagenet
+#     }
+#
+#     train {
+#       epochs 2
+#       optimizer sgd(momentum=0.9)
+#       lr 0.001
+#       freeze all except head
+#       batchnorm train
+#     }
+#
+#     evaluate {
+#       metrics loss, accuracy
+#     }
+#
+# The plan (ftr plan): what trains in each span of epochs, and how fast.
+#
+#     seed-loop: resnet18 with no pretrained weights, 11.18M parameters
+#     head: linear 512 -> 4, replaces fc
+#     optimizer: sgd(momentum=0.9), schedule: constant, 2 epochs, batchnorm in frozen parts: train
+#
+#     group  covers           params  rate
+#     head   fc (new head)    2.05K   0.001
+#     rest   everything else  11.18M  0.001
+#
+#     epochs  trains  trainable      rates at start  frozen BatchNorm  changes
+#     1-2     head    2.05K (<0.1%)  head 0.001      train
+"""A fine-tuning script compiled by ftr: it needs only torch and torchvision.
+
+Run it from the folder the recipe's paths are relative to (or give --root):
+
+    python SCRIPT [--out DIR] [--root DIR] [--epochs N] [--device DEVICE]
+                  [--resume] [--overwrite] [--quiet]
+
+It writes the run folder `ftr run` writes (recipe.ftr, metrics.jsonl,
+classes.json, model.pt, best.pt, checkpoint.pt, summary.json), with the same
+numbers for the same recipe, data and seed. --resume continues an interrupted
+run from its last finished epoch.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.transforms import v2
+
+# --- the plan: every decision of the recipe, resolved by ftr ------------------
+
+NAME = "seed-loop"
+FTR_VERSION = "0.1.0"
+PLAN_DIGEST = "c81bf855ca6c5af2"  # a checkpoint of another plan is refused
+SEED = 0
+EPOCHS = 2
+OUTPUT = "runs/seed-loop"
+
+# Data. Paths are relative to the working directory, or to --root.
+TRAIN_DATA = {"kind": "imagefolder", "path": "data/train"}
+VAL_DATA = {"kind": "imagefolder", "path": "data/val"}
+BATCH_SIZE = 32
+EVAL_BATCH_SIZE = 32
+WORKERS = 0
+SKIP_BAD_IMAGES = False
+
+# Images: decoded to RGB, then ToImage, these transforms in this order,
+# ToDtype(float32, scale=True) and Normalize(MEAN, STD).
+TRAIN_TRANSFORMS = [
+    v2.RandomResizedCrop(32),
+    v2.RandomHorizontalFlip(),
+]
+EVAL_TRANSFORMS = [
+    v2.Resize(36),
+    v2.CenterCrop(32),
+]
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+
+# The model: torchvision's resnet18, 11178564 parameter values once built.
+CLASSIFIER = "fc"  # the module the new head replaces
+PARAMETERS = 11178564
+
+# Groups: each part of the model, its base rate (None: it never trains) and the
+# parameters it covers. A name covers the parameter or module of that name and
+# everything under it: "layer4" covers "layer4.0.conv1.weight".
+GROUPS = {
+    "head": {"lr": 0.001, "params": ["fc"]},
+    "rest": {
+        "lr": 0.001,
+        "params": ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"],
+    },
+}
+
+# The optimizer's parameter groups, fixed at step 0: a recipe group split by
+# weight decay and by thaw warmup ([epoch, epochs]: the rate ramps up from 0).
+OPTIMIZER_GROUPS = [
+    {"group": "head", "params": ["fc"], "weight_decay": 0.0, "warmups": []},
+    {
+        "group": "rest",
+        "params": ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"],
+        "weight_decay": 0.0,
+        "warmups": [],
+    },
+]
+
+# Spans of epochs: what trains, and which BatchNorm layers stay in eval mode.
+PHASES = [{"first": 1, "last": 2, "trainable": ["fc"], "batchnorm_eval": []}]
+
+# lr/<group> in metrics.jsonl: the rate of this optimizer group.
+REPORTED_RATES = {"head": 0, "rest": 1}
+
+LABEL_SMOOTHING = 0.0
+CLIP_GRAD_NORM = None
+ACCUMULATE = 1  # batches per optimizer step
+PRECISION = "fp32"
+
+# Evaluation: val_<metric> for each metric, every EVALUATE_EVERY epochs and at the end.
+METRICS = ["loss", "accuracy"]
+EVALUATE_EVERY = 1
+BEST = None  # the metric whose best epoch is kept in best.pt
+EARLY_STOP = None
+
+# recipe.ftr, as the run folder keeps it.
+RECIPE_LINES = [
+    "# The recipe equivalent of seed_loop.py (image size 32, 2 epochs, 4 classes).\n",
+    "# Run from the folder that holds data/train and data/val.\n",
+    'recipe "seed-loop"\n',
+    "seed 0\n",
+    "\n",
+    "model {\n",
+    "  backbone resnet18\n",
+    "  weights none\n",
+    "  head linear(classes=4)\n",
+    "}\n",
+    "\n",
+    "data {\n",
+    '  train imagefolder("data/train")\n',
+    '  val imagefolder("data/val")\n',
+    "  batch_size 32\n",
+    "  train_transforms random_resized_crop(32), hflip()\n",
+    "  eval_transforms resize(36), center_crop(32)\n",
+    "  normalize imagenet\n",
+    "}\n",
+    "\n",
+    "train {\n",
+    "  epochs 2\n",
+    "  optimizer sgd(momentum=0.9)\n",
+    "  lr 0.001\n",
+    "  freeze all except head\n",
+    "  batchnorm train\n",
+    "}\n",
+    "\n",
+    "evaluate {\n",
+    "  metrics loss, accuracy\n",
+    "}\n",
+]
+
+
+# --- data ---------------------------------------------------------------------
+
+
+class RunError(Exception):
+    """A run that cannot start or go on: printed as a message, never a traceback."""
+
+
+class Unreadable:
+    """Stands in for an image that cannot be read, so the batch can skip or name it."""
+
+    def __init__(self, path, reason):
+        self.path = path
+        self.reason = reason
+
+
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def load_rgb(path):
+    """An image file as RGB PIL, or an Unreadable in its place."""
+    try:
+        with open(path, "rb") as file:
+            return Image.open(file).convert("RGB")  # a truncated file fails here
+    except UNREADABLE as error:
+        if isinstance(error, UnidentifiedImageError):
+            reason = "not an image format PIL can read"
+        else:
+            reason = " ".join((str(error) or type(error).__name__).split())
+        return Unreadable(str(path), reason)
+
+
+def pipeline(transforms):
+    steps = [v2.ToImage(), *transforms, v2.ToDtype(torch.float32, scale=True)]
+    steps.append(v2.Normalize(MEAN, STD))
+    return v2.Compose(steps)
+
+
+class Transformed(Dataset):
+    """A dataset (or the items `indices` of it) with an image pipeline applied."""
+
+    def __init__(self, base, transform, indices=None):
+        self.base = base
+        self.transform = transform
+        self.indices = indices
+
+    def __len__(self):
+        return len(self.base) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, index):
+        if self.indices is not None:
+            index = self.indices[index]
+        image, target = self.base[index]
+        if isinstance(image, Unreadable):
+            return image
+        return self.transform(image), target
+
+
+def at(root, path):
+    return path if root in ("", ".") else os.path.join(root, path)
+
+
+def source(spec, root, train):
+    """(dataset of (PIL image, class index), class names) for a data source."""
+    kind = spec["kind"]
+    if kind == "imagefolder":
+        path = at(root, spec["path"])
+        try:
+            dataset = torchvision.datasets.ImageFolder(path, loader=load_rgb)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise RunError(f"data folder '{path}': {error}") from None
+        return dataset, list(dataset.classes)
+    raise RunError(f"unknown data source {kind}")
+
+
+def datasets(root):
+    """The train and val datasets with their pipelines, and the class names."""
+    train_transform = pipeline(TRAIN_TRANSFORMS)
+    base, classes = source(TRAIN_DATA, root, train=True)
+    eval_transform = pipeline(EVAL_TRANSFORMS)
+    val_base, val_classes = source(VAL_DATA, root, train=False)
+    if val_classes != classes:
+        raise RunError(f"val has other classes than train: {val_classes} != {classes}")
+    val_set = Transformed(val_base, eval_transform)
+    return Transformed(base, train_transform), val_set, classes
+
+
+def collate(items):
+    """default_collate over the readable items; the unreadable ones travel beside."""
+    bad = [item for item in items if isinstance(item, Unreadable)]
+    good = [item for item in items if not isinstance(item, Unreadable)]
+    inputs, labels = default_collate(good) if good else (None, None)
+    return inputs, labels, bad
+
+
+def loaders(train_set, val_set):
+    """The train loader shuffles with its own generator; the val loader has none, so
+    each pass over it draws one number from the global generator."""
+    extra = {"collate_fn": collate}
+    generator = torch.Generator().manual_seed(SEED)
+    train = DataLoader(
+        train_set, batch_size=BATCH_SIZE, shuffle=True, generator=generator, **extra
+    )
+    if val_set is None:
+        return train, None
+    return train, DataLoader(val_set, batch_size=EVAL_BATCH_SIZE, **extra)
+
+
+def batches(loader, skipped):
+    """(inputs, labels) of each batch: an unreadable image stops the run, or with
+    SKIP_BAD_IMAGES is left out and counted in `skipped`."""
+    for inputs, labels, bad in loader:
+        for item in bad:
+            if not SKIP_BAD_IMAGES:
+                raise RunError(
+                    f"cannot read image '{item.path}' ({item.reason}): set "
+                    "skip_bad_images true in data to skip and count unreadable images"
+                )
+            skipped.setdefault(item.path, item.reason)
+        if inputs is not None:
+            yield inputs, labels
+
+
+# --- the model ----------------------------------------------------------------
+
+
+def new_head():
+    return nn.Linear(512, 4)
+
+
+def build_model(root):
+    """The backbone (its init draws from the seeded generator), its weights, then
+    the new head (which draws again): the order that spends the seed."""
+    model = torchvision.models.resnet18()
+    parent, _, name = CLASSIFIER.rpartition(".")
+    setattr(model.get_submodule(parent), name, new_head())
+    count = sum(p.numel() for p in model.parameters())
+    if count != PARAMETERS:
+        raise RunError(
+            f"this torchvision builds resnet18 with {count} parameter "
+            f"values, not the {PARAMETERS} the script was compiled for"
+        )
+    return model
+
+
+def covered(name, names):
+    """Whether a parameter or module name is one of `names` or lies under one."""
+    return any(name == n or name.startswith(n + ".") for n in names)
+
+
+def parameters(model, names):
+    """The parameters `names` cover, in the model's order."""
+    return [p for name, p in model.named_parameters() if covered(name, names)]
+
+
+def phase_of(epoch):
+    """The span of PHASES an epoch falls in (the last one goes on past EPOCHS)."""
+    return [phase for phase in PHASES if phase["first"] <= epoch][-1]
+
+
+def enter_phase(model, phase):
+    """requires_grad on exactly the span's trainable parameters."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(covered(name, phase["trainable"]))
+
+
+def train_mode(model, phase):
+    """model.train(), except the BatchNorm layers the span keeps in eval mode."""
+    model.train()
+    for name, module in model.named_modules():
+        batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        if batchnorm and covered(name, phase["batchnorm_eval"]):
+            module.eval()
+
+
+# --- optimizer, rates, metrics ------------------------------------------------
+
+
+def build_optimizer(model):
+    groups = [
+        {
+            "params": parameters(model, og["params"]),
+            "lr": GROUPS[og["group"]]["lr"],
+            "weight_decay": og["weight_decay"],
+            "ftr_group": og["group"],
+            "base_lr": GROUPS[og["group"]]["lr"],
+            "warmups": og["warmups"],
+        }
+        for og in OPTIMIZER_GROUPS
+    ]
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=0.9, nesterov=False)
+
+
+def schedule_factor(t, dt, epochs):
+    """The schedule's factor at progress t (epochs; dt: one step)."""
+    return 1.0
+
+
+def set_rates(optimizer, step, steps_per_epoch, epochs):
+    """Every group's rate for optimizer step `step`: base x schedule."""
+    t, dt = step / steps_per_epoch, 1 / steps_per_epoch
+    factor = schedule_factor(t, dt, epochs)
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    groups = optimizer.param_groups
+    return {name: groups[i]["lr"] for name, i in REPORTED_RATES.items()}
+
+
+def better(metric, new, old, min_delta=0.0):
+    """Lower is better for loss, higher for every other metric; NaN never improves."""
+    if old is None:
+        return new == new
+    if metric == "loss":
+        return new < old - min_delta
+    return new > old + min_delta
+
+
+class NonFiniteLoss(RunError):
+    pass
+
+
+def evaluate(model, loader, device, classes, epoch, skipped):
+    """val_<metric> for each of METRICS, over the whole val set."""
+    model.eval()
+    loss_sum, seen, correct = 0.0, 0, 0
+    with torch.no_grad():
+        for inputs, labels in batches(loader, skipped):
+            inputs, labels = inputs.to(device), labels.to(device)
+            logits = model(inputs).float()
+            loss = nn.functional.cross_entropy(logits, labels)
+            if not torch.isfinite(loss):
+                where = f"the validation of epoch {epoch}"
+                raise NonFiniteLoss(f"the loss is {loss.item()} at {where}")
+            loss_sum += loss.item() * len(labels)
+            seen += len(labels)
+            predicted = logits.argmax(1)
+            correct += (predicted == labels).sum().item()
+    if seen == 0:
+        raise RunError("no validation image could be read")
+    return {
+        "val_loss": loss_sum / seen,
+        "val_accuracy": correct / seen,
+    }
+
+
+# --- the run: folder, checkpoints, the loop -------------------------------------
+
+RUN_FILES = (
+    "recipe.ftr",
+    "metrics.jsonl",
+    "classes.json",
+    "model.pt",
+    "best.pt",
+    "checkpoint.pt",
+    "summary.json",
+)
+
+
+def save_atomically(path, write):
+    """write(file) into a temporary file beside path, then rename it over path:
+    a reader (or a resumed run) sees the old file or the new one, never half."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temp, 0o666 & ~mask)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(path, obj):
+    save_atomically(path, lambda file: torch.save(obj, file))
+
+
+def save_text(path, text):
+    save_atomically(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def save_json(path, obj):
+    save_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def rng_state(generator):
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "loader": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state, generator):
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    generator.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(requested):
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Training:
+    """The model, optimizer and loaders of the plan, and the state of the run."""
+
+    def __init__(self, args, out):
+        self.out = out
+        self.epochs = args.epochs or EPOCHS
+        self.device = pick_device(args.device)
+        self.quiet = args.quiet
+        # the order that spends the seed: data, backbone, weights, head, loaders
+        torch.manual_seed(SEED)
+        random.seed(SEED)
+        train_set, val_set, self.classes = datasets(args.root)
+        if len(self.classes) != 4:
+            raise RunError(
+                f"the data has {len(self.classes)} classes, "
+                "the head 4: change the head's classes in the recipe"
+            )
+        self.model = build_model(args.root).to(self.device)
+        self.optimizer = build_optimizer(self.model)
+        self.train_loader, self.val_loader = loaders(train_set, val_set)
+        if len(self.train_loader) == 0:
+            raise RunError("the training set is empty")
+        # optimizer steps per epoch: the last window of ACCUMULATE batches may be short
+        self.steps = -(-len(self.train_loader) // ACCUMULATE)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+        self.step = 0  # optimizer steps so far
+        self.start = 1  # the first epoch to train
+        self.best = None  # {"metric", "value", "epoch"} of best.pt
+        self.early_stop = {"best": None, "bad": 0}
+        self.history = []  # the rows of metrics.jsonl
+        self.skipped = {}  # unreadable images left out: path -> reason
+
+    def write_start(self):
+        save_text(self.out / "recipe.ftr", "".join(RECIPE_LINES))
+        classes = {name: index for index, name in enumerate(self.classes)}
+        save_json(self.out / "classes.json", classes)
+
+    def save_checkpoint(self, epoch):
+        state = {
+            "plan": PLAN_DIGEST,
+            "epochs": self.epochs,
+            "epoch": epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.train_loader.generator),
+            "best": self.best,
+            "early_stop": self.early_stop,
+        }
+        save_tensors(self.out / "checkpoint.pt", state)
+
+    def resume(self):
+        path = self.out / "checkpoint.pt"
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("plan") != PLAN_DIGEST or state.get("epochs") != self.epochs:
+            raise RunError(
+                f"{path} was written by another recipe or another --epochs; "
+                "resume with the same script and flags, or start again with --overwrite"
+            )
+        enter_phase(self.model, phase_of(state["epoch"]))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], self.train_loader.generator)
+        self.best = state["best"]
+        self.early_stop = state["early_stop"]
+        self.start = state["epoch"] + 1
+        self.step = state["step"]
+        lines = (self.out / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+        self.history = [row for row in rows if row["epoch"] <= state["epoch"]]
+
+    def train(self):
+        """Train from self.start to the end (or an early stop); the status and epochs done."""
+        status = "finished"
+        epoch = self.start - 1
+        last = self.epochs
+        for epoch in range(self.start, last + 1):
+            began = time.perf_counter()
+            rates = set_rates(self.optimizer, self.step, self.steps, self.epochs)
+            row = {"epoch": epoch, "train_loss": self.train_epoch(epoch)}
+            if self.val_loader is not None and (
+                epoch % EVALUATE_EVERY == 0 or epoch == self.epochs
+            ):
+                row.update(
+                    evaluate(
+                        self.model,
+                        self.val_loader,
+                        self.device,
+                        len(self.classes),
+                        epoch,
+                        self.skipped,
+                    )
+                )
+            row.update({f"lr/{group}": rate for group, rate in rates.items()})
+            row["seconds"] = time.perf_counter() - began
+            self.history.append(row)
+            stop = self.after_evaluation(epoch, row)
+            lines = [json.dumps(row, allow_nan=False) + "\n" for row in self.history]
+            save_text(self.out / "metrics.jsonl", "".join(lines))
+            self.save_checkpoint(epoch)
+            self.report(row)
+            if stop:
+                status = "early_stopped"
+                break
+        save_tensors(self.out / "model.pt", self.model.state_dict())
+        return status, epoch
+
+    def train_epoch(self, epoch):
+        model, optimizer = self.model, self.optimizer
+        phase = phase_of(epoch)
+        if phase["first"] == epoch > 1:
+            # what thaws starts with empty optimizer state
+            before = phase_of(epoch - 1)["trainable"]
+            for name, param in model.named_parameters():
+                if covered(name, phase["trainable"]) and not covered(name, before):
+                    optimizer.state.pop(param, None)
+        enter_phase(model, phase)
+        train_mode(model, phase)
+        total, seen = 0.0, 0
+        optimizer.zero_grad()
+        for i, (inputs, labels) in enumerate(batches(self.train_loader, self.skipped)):
+            set_rates(optimizer, self.step, self.steps, self.epochs)
+            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            loss = self.criterion(model(inputs), labels)
+            if not torch.isfinite(loss):
+                where = f"epoch {epoch}, step {i + 1}"
+                raise NonFiniteLoss(f"the loss is {loss.item()} at {where}")
+            self.backward(loss)
+            self.optimizer_step()
+            total += loss.item() * len(labels)
+            seen += len(labels)
+        return total / max(seen, 1)
+
+    def backward(self, loss):
+        loss.backward()
+
+    def optimizer_step(self):
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.step += 1
+
+    def after_evaluation(self, epoch, row):
+        """Keep the best model; say whether early stopping ends the run."""
+        return False
+
+    def report(self, row):
+        if self.quiet:
+            return
+        values = {k: v for k, v in row.items() if k not in ("epoch", "seconds")}
+        shown = [f"epoch {row['epoch']}/{self.epochs}"]
+        shown += [f"{k} {v:.4g}" for k, v in values.items()]
+        shown.append(f"{row['seconds']:.1f}s")
+        print("  ".join(shown), file=sys.stderr, flush=True)
+
+
+def prepare(out, args):
+    """True to resume, False to start; None when a finished run is asked to resume."""
+    finished = (out / "summary.json").exists()
+    started = (out / "checkpoint.pt").exists()
+    if args.overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    elif finished:
+        if args.resume:
+            return None
+        raise RunError(f"{out} holds a finished run; use --overwrite, or another --out")
+    elif started and not args.resume:
+        raise RunError(
+            f"{out} holds an unfinished run; use --resume to continue it, "
+            "or --overwrite to start again"
+        )
+    elif args.resume and not started:
+        raise RunError(f"nothing to resume in {out}: it holds no checkpoint.pt")
+    out.mkdir(parents=True, exist_ok=True)
+    return args.resume and not args.overwrite
+
+
+def last_good(out):
+    path = out / "checkpoint.pt"
+    if not path.exists():
+        return "no epoch had finished, so there is no checkpoint"
+    epoch = torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    return f"the checkpoint of epoch {epoch} is kept in {path}"
+
+
+def arguments(argv):
+    parser = argparse.ArgumentParser(description="Fine-tune as the recipe says.")
+    out = OUTPUT.replace("%", "%%")  # argparse formats help with %
+    parser.add_argument("--out", metavar="DIR", help=f"run folder (default: {out})")
+    parser.add_argument("--root", metavar="DIR", default=".", help="where paths start")
+    parser.add_argument("--epochs", type=int, help=f"default: {EPOCHS}")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: fastest)")
+    parser.add_argument("--resume", action="store_true", help="continue the run")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run")
+    parser.add_argument("--quiet", action="store_true", help="no line per epoch")
+    args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = arguments(argv)
+    out = Path(args.out or OUTPUT)
+    try:
+        resuming = prepare(out, args)
+        if resuming is None:
+            print(f"{out} holds a finished run: nothing to resume", file=sys.stderr)
+            return 0
+        run = Training(args, out)
+        if resuming:
+            run.resume()
+        else:
+            run.write_start()
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    try:
+        status, epochs = run.train()
+    except RunError as error:
+        print(f"error: {error}; {last_good(out)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        given = sys.argv[1:] if argv is None else argv
+        again = " ".join(a for a in given if a != "--overwrite")
+        print(
+            "interrupted; the last finished epoch is saved and nothing is half-written. "
+            f"Continue with: python {sys.argv[0]} {again} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    summary = {
+        "recipe": NAME,
+        "status": status,
+        "epochs": epochs,
+        "of_epochs": run.epochs,
+        "final": run.history[-1] if run.history else {},
+        "best": run.best,
+        "skipped_images": len(run.skipped),
+        "seconds": time.perf_counter() - started,
+        "device": str(run.device),
+        "plan": PLAN_DIGEST,
+        "ftr": FTR_VERSION,
+    }
+    save_json(out / "summary.json", summary)
+    if not args.quiet:
+        seconds = summary["seconds"]
+        print(f"{status}: {epochs} epochs in {seconds:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
