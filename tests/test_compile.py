@@ -112,7 +112,8 @@ def test_script_header_lists_recipe_plan_and_literals(capsys, tmp_path, monkeypa
         "encoder.ln",
         "heads",
     ]
-    assert [og["warmups"] for og in namespace["OPTIMIZER_GROUPS"] if og["group"] == "rest"] == [[], [], [[4, 1.0]], [[4, 1.0]]]
+    rest = [og["warmups"] for og in namespace["OPTIMIZER_GROUPS"] if og["group"] == "rest"]
+    assert rest == [[], [], [[4, 1.0]], [[4, 1.0]]]  # split by weight decay and by the thaw
     assert namespace["RECIPE_LINES"][0] == "# ftr compile --set train.epochs=6\n"
 
 
@@ -183,7 +184,8 @@ def test_recipe_strings_cannot_inject_code(capsys, tmp_path, monkeypatch):
     make_image_folder(images, classes=2, per_class=4, size=16, seed=5)
     image_column, label_column = "image " + NASTY, "label " + NASTY
     csv_path = folder / ("labels " + NASTY.replace("/", "|") + ".csv")
-    rows = [f"{path.relative_to(images)},{'yes' if 'class_1' in str(path) else 'no'}" for path in sorted(images.rglob("*.png"))]
+    paths = sorted(images.rglob("*.png"))
+    rows = [f"{path.relative_to(images)},{'yes' if 'class_1' in str(path) else 'no'}" for path in paths]
 
     def cell(text):
         return '"' + text.replace('"', '""') + '"'
@@ -229,7 +231,10 @@ model {
 data {
   train synthetic(classes=3, count=12, size=20)
   batch_size 4
-  train_transforms resize([18, 20], interpolation=bicubic), center_crop(16), random_resized_crop(16, scale=(0.5, 1.0), ratio=(0.8, 1.25), interpolation=nearest), hflip(p=0.3), vflip(), rotate(10), color_jitter(), color_jitter(brightness=0.2, hue=0.1), grayscale(3), trivial_augment(), rand_augment(1, 5), random_erasing(0.7)
+  train_transforms resize([18, 20], interpolation=bicubic), center_crop(16),
+    random_resized_crop(16, scale=(0.5, 1.0), ratio=(0.8, 1.25), interpolation=nearest),
+    hflip(p=0.3), vflip(), rotate(10), color_jitter(), color_jitter(brightness=0.2, hue=0.1),
+    grayscale(3), trivial_augment(), rand_augment(1, 5), random_erasing(0.7)
   normalize none
 }
 train {
@@ -242,8 +247,8 @@ train {
 """,
     # synthetic val, adam with a step decay, label smoothing, clipping, accumulation with a
     # short last window, evaluation every 2 epochs, best loss, early stopping, bf16. At 32 px:
-# on 16 px images layer4 sees 1x1 maps, where bf16 conv weight gradients are not
-# deterministic on the CPU in torch 2.14 (uninitialised values, sometimes NaN)
+    # on 16 px images layer4 sees 1x1 maps, where bf16 conv weight gradients are not
+    # deterministic on the CPU in torch 2.14 (uninitialised values, sometimes NaN)
     """recipe "training-options"
 seed 4
 model {
