@@ -1,10 +1,12 @@
-"""Time per epoch of `ftr run` against reference/seed_loop.py (a plain PyTorch loop)
-on the same generated images, in the same session, alternating the two.
+"""Time per epoch of reference/seed_loop.py (a plain PyTorch loop), `ftr run` and the
+script `ftr compile` writes, on the same generated images, in the same session,
+taking turns.
 
-    python bench/run_vs_reference.py [--images 64] [--epochs 3] [--rounds 2]
+    python bench/epoch_time.py [--images 64] [--epochs 3] [--rounds 2]
 
 Prints each round's median seconds per epoch (from each run's metrics.jsonl, the
-same clock in both: train + validation of one epoch) and the ratio ftr / reference.
+same clock in all three: train + validation of one epoch), the ratio ftr run /
+reference and the ratio compiled script / ftr run.
 """
 
 from __future__ import annotations
@@ -89,13 +91,25 @@ def main() -> None:
                 work,
                 work / "ftr" / "metrics.jsonl",
             )
-            rows.append((round_, ref, ftr))
-    print(f"{'round':>5} {'seed_loop.py s/epoch':>21} {'ftr run s/epoch':>16} {'ratio':>7}")
-    for round_, ref, ftr in rows:
-        print(f"{round_:>5} {ref:21.3f} {ftr:16.3f} {ftr / ref:7.3f}")
-    ref = statistics.median(r for _, r, _ in rows)
-    ftr = statistics.median(f for _, _, f in rows)
-    print(f"{'all':>5} {ref:21.3f} {ftr:16.3f} {ftr / ref:7.3f}")
+            subprocess.run(
+                [py, "-m", "recipe_lang.cli", "compile", "seed.ftr", "-o", "train.py"]
+                + ["--set", f"train.epochs={args.epochs}"],
+                cwd=work,
+                check=True,
+                capture_output=True,
+            )
+            script = epoch_seconds(
+                [py, "train.py", "--out", "script", "--overwrite", "--quiet", "--device", "cpu"],
+                work,
+                work / "script" / "metrics.jsonl",
+            )
+            rows.append((str(round_), ref, ftr, script))
+    rows.append(("all", *(statistics.median(row[i] for row in rows) for i in (1, 2, 3))))
+    print("| round | seed_loop.py s/epoch | ftr run s/epoch | compiled s/epoch | ftr run / seed_loop", end="")
+    print(" | compiled / ftr run |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for round_, ref, ftr, script in rows:
+        print(f"| {round_} | {ref:.3f} | {ftr:.3f} | {script:.3f} | {ftr / ref:.3f} | {script / ftr:.3f} |")
     print(
         f"\nresnet18, 32 px, batch 32, {4 * args.images} train / {4 * max(args.images // 4, 1)} val images, "
         f"{args.epochs} epochs, CPU, {sys.platform}"
