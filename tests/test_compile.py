@@ -25,10 +25,17 @@ import pytest
 import torch
 import torchvision
 from conftest import make_image_folder
+from hypothesis import given, settings
+from test_docs import EXAMPLES, _whole
+from test_fuzz import FUZZ, mutated_recipes
 from test_run import assert_rows_close, metrics, recipe_text, run_ok, weights, write_recipe
 from test_runtime_data import TinyDataset
 
+import recipe_lang
 from recipe_lang.cli import main
+from recipe_lang.diagnostics import RecipeError
+from recipe_lang.resolve import resolve
+from templates.compiler import compile_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.ftr"))
@@ -95,6 +102,31 @@ def test_every_recipe_compiles_to_clean_code(capsys, tmp_path):
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
     checked = ruff("check", "--isolated", "--select", "E,F,W,I,B,UP", "--ignore", "E501", *scripts)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_every_documented_example_compiles(tmp_path):
+    """No construct ftr run accepts is refused: every example of docs/language.md compiles to
+    code that ruff leaves as it is."""
+    scripts = []
+    for i, example in enumerate(EXAMPLES):
+        recipe = recipe_lang.parse(_whole(example), f"example{i}.ftr")
+        script = tmp_path / f"example{i}.py"
+        script.write_text(compile_plan(resolve(recipe, data=False, weights_file=False), recipe.source, "e.ftr"))
+        scripts.append(str(script))
+    formatted = ruff("format", "--isolated", "--check", *scripts)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+@settings(FUZZ, max_examples=150)
+@given(mutated_recipes())
+def test_whatever_resolves_compiles(text):
+    """Mutated recipes: each one that parses and resolves compiles to a script that parses."""
+    try:
+        recipe = recipe_lang.parse(text, "fuzz.ftr")
+        plan = resolve(recipe, data=False, weights_file=False)
+    except RecipeError:
+        return
+    ast.parse(compile_plan(plan, recipe.source, recipe.filename))
 
 
 def test_script_header_lists_recipe_plan_and_literals(capsys, tmp_path, monkeypatch):
