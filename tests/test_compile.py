@@ -428,6 +428,10 @@ def test_folder_rules_epochs_and_root(capsys, image_data, monkeypatch):
     summary = script_ok(capsys, script, out, "--root", image_data, "--overwrite")
     assert summary["epochs"] == 2 and len(metrics(out)) == 2
 
+    moved = ["--train", image_data / "data" / "train", "--val", image_data / "data" / "val"]
+    assert run_script(script, "--out", tmp_path / "moved", "--quiet", "--epochs", "1", *moved) == 0
+    assert_rows_close(metrics(tmp_path / "moved"), metrics(out)[:1])
+
     assert run_script(script, "--out", tmp_path / "x", "--quiet") == 1  # no --root: the data is not here
     err = capsys.readouterr().err
     assert err.startswith("error: data folder 'data/train'") and "Traceback" not in err

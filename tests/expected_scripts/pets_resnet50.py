@@ -70,8 +70,8 @@
 
 Run it from the folder the recipe's paths are relative to (or give --root):
 
-    python SCRIPT [--out DIR] [--root DIR] [--epochs N] [--device DEVICE]
-                  [--resume] [--overwrite] [--quiet]
+    python SCRIPT [--out DIR] [--root DIR] [--train PATH] [--val PATH]
+                  [--epochs N] [--device DEVICE] [--resume] [--overwrite] [--quiet]
 
 It writes the run folder `ftr run` writes (recipe.ftr, metrics.jsonl,
 classes.json, model.pt, best.pt, checkpoint.pt, summary.json), with the same
@@ -497,10 +497,22 @@ def split_indices(targets, fraction, seed):
     return [i for i in range(len(targets)) if i not in held], sorted(val)
 
 
-def datasets(root):
+def moved(spec, path):
+    """A data source read from `path` (given on the command line) instead."""
+    paths = {"imagefolder": "path", "csv": "path", "torchvision": "root"}
+    key = paths.get(spec["kind"])
+    if key is None:
+        raise RunError(f"a {spec['kind']} source has no path to replace")
+    return {**spec, key: os.path.abspath(path)}
+
+
+def datasets(root, train_path=None, val_path=None):
     """The train and val datasets with their pipelines, and the class names."""
+    train_data = moved(TRAIN_DATA, train_path) if train_path else TRAIN_DATA
     train_transform = pipeline(TRAIN_TRANSFORMS)
-    base, classes = source(TRAIN_DATA, root, train=True)
+    base, classes = source(train_data, root, train=True)
+    if val_path:
+        raise RunError("--val: the recipe's val is a split of train")
     eval_transform = pipeline(EVAL_TRANSFORMS)
     train_idx, val_idx = split_indices(targets_of(base), VAL_DATA["fraction"], SEED)
     train_set = Transformed(base, train_transform, train_idx)
@@ -803,7 +815,8 @@ class Training:
         # the order that spends the seed: data, backbone, weights, head, loaders
         torch.manual_seed(SEED)
         random.seed(SEED)
-        train_set, val_set, self.classes = datasets(args.root)
+        data = datasets(args.root, args.train, args.val)
+        train_set, val_set, self.classes = data
         if len(self.classes) != 37:
             raise RunError(
                 f"the data has {len(self.classes)} classes, "
@@ -997,6 +1010,8 @@ def arguments(argv):
     out = OUTPUT.replace("%", "%%")  # argparse formats help with %
     parser.add_argument("--out", metavar="DIR", help=f"run folder (default: {out})")
     parser.add_argument("--root", metavar="DIR", default=".", help="where paths start")
+    parser.add_argument("--train", metavar="PATH", help="train data, not the recipe's")
+    parser.add_argument("--val", metavar="PATH", help="val data, not the recipe's")
     parser.add_argument("--epochs", type=int, help=f"default: {EPOCHS}")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: fastest)")
     parser.add_argument("--resume", action="store_true", help="continue the run")

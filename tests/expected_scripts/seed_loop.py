@@ -52,8 +52,8 @@
 
 Run it from the folder the recipe's paths are relative to (or give --root):
 
-    python SCRIPT [--out DIR] [--root DIR] [--epochs N] [--device DEVICE]
-                  [--resume] [--overwrite] [--quiet]
+    python SCRIPT [--out DIR] [--root DIR] [--train PATH] [--val PATH]
+                  [--epochs N] [--device DEVICE] [--resume] [--overwrite] [--quiet]
 
 It writes the run folder `ftr run` writes (recipe.ftr, metrics.jsonl,
 classes.json, model.pt, best.pt, checkpoint.pt, summary.json), with the same
@@ -261,12 +261,23 @@ def source(spec, root, train):
     raise RunError(f"unknown data source {kind}")
 
 
-def datasets(root):
+def moved(spec, path):
+    """A data source read from `path` (given on the command line) instead."""
+    paths = {"imagefolder": "path", "csv": "path", "torchvision": "root"}
+    key = paths.get(spec["kind"])
+    if key is None:
+        raise RunError(f"a {spec['kind']} source has no path to replace")
+    return {**spec, key: os.path.abspath(path)}
+
+
+def datasets(root, train_path=None, val_path=None):
     """The train and val datasets with their pipelines, and the class names."""
+    train_data = moved(TRAIN_DATA, train_path) if train_path else TRAIN_DATA
     train_transform = pipeline(TRAIN_TRANSFORMS)
-    base, classes = source(TRAIN_DATA, root, train=True)
+    base, classes = source(train_data, root, train=True)
     eval_transform = pipeline(EVAL_TRANSFORMS)
-    val_base, val_classes = source(VAL_DATA, root, train=False)
+    val_data = moved(VAL_DATA, val_path) if val_path else VAL_DATA
+    val_base, val_classes = source(val_data, root, train=False)
     if val_classes != classes:
         raise RunError(f"val has other classes than train: {val_classes} != {classes}")
     val_set = Transformed(val_base, eval_transform)
@@ -515,7 +526,8 @@ class Training:
         # the order that spends the seed: data, backbone, weights, head, loaders
         torch.manual_seed(SEED)
         random.seed(SEED)
-        train_set, val_set, self.classes = datasets(args.root)
+        data = datasets(args.root, args.train, args.val)
+        train_set, val_set, self.classes = data
         if len(self.classes) != 4:
             raise RunError(
                 f"the data has {len(self.classes)} classes, "
@@ -694,6 +706,8 @@ def arguments(argv):
     out = OUTPUT.replace("%", "%%")  # argparse formats help with %
     parser.add_argument("--out", metavar="DIR", help=f"run folder (default: {out})")
     parser.add_argument("--root", metavar="DIR", default=".", help="where paths start")
+    parser.add_argument("--train", metavar="PATH", help="train data, not the recipe's")
+    parser.add_argument("--val", metavar="PATH", help="val data, not the recipe's")
     parser.add_argument("--epochs", type=int, help=f"default: {EPOCHS}")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: fastest)")
     parser.add_argument("--resume", action="store_true", help="continue the run")
