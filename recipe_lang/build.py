@@ -335,6 +335,7 @@ def _statements():
             "clip_grad_norm": ("clip_grad_norm", Builder.scalar),
             "accumulate": ("accumulate", Builder.scalar),
             "precision": ("precision", Builder.scalar),
+            "cache": ("cache", Builder.scalar),
         },
         "evaluate": {
             "metrics": ("metrics", _list("metric")),

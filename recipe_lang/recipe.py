@@ -381,6 +381,7 @@ class TrainSpec(Strict):
     clip_grad_norm: float | None = Field(None, gt=0)
     accumulate: Size = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    cache: bool = Field(True, description="train the head on features computed once where that changes no number")
 
 
 # --- evaluate ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from torch import nn
 from recipe_lang.resolve.plan import Plan
 
 from . import checkpoint as ckpt
+from .cache import CachedSpan, FeatureCache
 from .data import datasets, loaders
 from .metrics import EarlyStop, Evaluation, better
 from .model import build_model, enter_phase, pick_device, train_mode
@@ -81,6 +82,9 @@ class Trainer:
             else None
         )
         self.stop_metric = plan.evaluate.stop_metric
+        self.head = self.model.get_submodule(plan.classifier.path)
+        self.cache = FeatureCache(self.out)
+        self.cached: CachedSpan | None = None
         self.best: dict | None = None
         self.start_epoch, self.global_step, self.history = 1, 0, []
 
@@ -126,6 +130,31 @@ class Trainer:
     # --- the loop --------------------------------------------------------------
 
     def train(self) -> Outcome:
+        try:
+            return self._train()
+        finally:
+            self.cache.close()
+
+    def _span(self, epoch: int):
+        """(train loader, val loader, forward) of an epoch: the images through the whole
+        model, or in a cached span the head's inputs, computed once, through the head."""
+        phase = self.plan.phase_of(epoch)
+        if not phase.cache:
+            return self.train_loader, self.val_loader, self.model
+        if self.cached is None or self.cached.first != phase.first:
+            self.cached = self.cache.span(
+                phase.first,
+                self.model,
+                self.plan.classifier.path,
+                self.data,
+                self.plan.data,
+                self.train_loader.generator,
+                self.device,
+                self._autocast,
+            )
+        return self.cached.train, self.cached.val, self.head
+
+    def _train(self) -> Outcome:
         plan = self.plan
         started = time.perf_counter()
         stopped = self.early_stop is not None and self.early_stop.should_stop
@@ -165,6 +194,7 @@ class Trainer:
         if phase.first == epoch > 1:
             thawed = set(phase.trainable) - set(plan.phase_of(epoch - 1).trainable)
             clear_state(self.optimizer, [p for name, p in model.named_parameters() if name in thawed])
+        loader, _, forward = self._span(epoch)
         enter_phase(model, phase)
         train_mode(model, phase)
         accumulate = plan.train.accumulate
@@ -172,12 +202,12 @@ class Trainer:
         batches = len(self.train_loader)
         self.optimizer.zero_grad()
         bar = self.progress.epoch(epoch, plan.epochs, batches)
-        for i, (inputs, labels) in enumerate(self.train_loader):
+        for i, (inputs, labels) in enumerate(loader):
             if i % accumulate == 0:
                 self.rates.set(self.global_step)
             inputs, labels = inputs.to(self.device), labels.to(self.device)
             with self._autocast():
-                loss = self.criterion(model(inputs), labels)
+                loss = self.criterion(forward(inputs), labels)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(epoch, i + 1, loss.item())
             window = min(accumulate, batches - i // accumulate * accumulate)  # the last may be shorter
@@ -216,14 +246,14 @@ class Trainer:
         self.global_step += 1
 
     def evaluate(self, epoch: int) -> dict:
-        model = self.model
-        model.eval()
+        _, loader, forward = self._span(epoch)
+        self.model.eval()
         evaluation = Evaluation(self.plan.evaluate.metric_keys, len(self.data.classes))
         with torch.no_grad():
-            for inputs, labels in self.val_loader:
+            for inputs, labels in loader:
                 inputs, labels = inputs.to(self.device), labels.to(self.device)
                 with self._autocast():
-                    logits = model(inputs)
+                    logits = forward(inputs)
                 logits = logits.float()
                 loss = nn.functional.cross_entropy(logits, labels)
                 if not torch.isfinite(loss):

@@ -279,12 +279,14 @@ def train_context(plan: Plan, model: nn.Module) -> dict:
         }
         for og in plan.optimizer_groups
     ]
+    cache = any(ph.cache for ph in plan.phases)
     phases = [
         {
             "first": ph.first,
             "last": ph.last,
             "trainable": _written(ph.trainable, params, f"epochs {ph.first}-{ph.last}"),
             "batchnorm_eval": _written(ph.bn_eval, batchnorms, f"BatchNorm of epochs {ph.first}-{ph.last}"),
+            **({"cache": ph.cache} if cache else {}),
         }
         for ph in plan.phases
     ]
@@ -297,6 +299,7 @@ def train_context(plan: Plan, model: nn.Module) -> dict:
         "schedule": plan.schedule,
         "warmups": any(og.warmups for og in plan.optimizer_groups),
         "reported": plan.reported_rates(),
+        "cache": cache,
     }
 
 
@@ -340,7 +343,7 @@ def imports(context: dict) -> dict:
     calls = data["train_transforms"] + data["eval_transforms"]
     return {
         "csv": "csv" in data["kinds"],
-        "math": train["schedule"].kind in ("step", "cosine", "onecycle"),
+        "math": train["schedule"].kind in ("step", "cosine", "onecycle") or train["cache"],
         "functional": "synthetic" in data["kinds"],
         "interpolation": any("interpolation" in c.kwargs for c in calls),
     }

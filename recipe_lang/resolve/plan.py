@@ -74,6 +74,7 @@ class Phase(Frozen):
     bn_eval: list[str] = Field(description="BatchNorm modules kept in eval mode in this span")
     thawed: list[str] = Field([], description="what thawed at the start of this span, as written")
     frozen: list[str] = Field([], description="what froze at the start of this span, as written")
+    cache: bool = Field(False, description="the head trains on features computed once at the span's start")
 
 
 class Plan(Frozen):
@@ -97,6 +98,7 @@ class Plan(Frozen):
     schedule: Schedule
     train: TrainSpec
     evaluate: EvaluateSpec
+    cache_blockers: list[str] = Field([], description="why no span trains on cached features")
     warnings: list[str] = []
 
     @property

@@ -9,7 +9,7 @@ from torch import nn
 from ..diagnostics import Diagnostic, RecipeError
 from ..recipe import CenterCrop, Normalize, Recipe, Resize
 from ..validation_errors import span_for
-from . import architectures, data_check, weights
+from . import architectures, cache, data_check, weights
 from .plan import IMAGENET, Classifier, Group, OptimizerGroup, Phase, Plan, Preprocess, ResolvedWeights
 from .problem import Problem
 from .selectors import ModelIndex, SelectorResolver
@@ -89,6 +89,8 @@ class _Resolution:
         classes = self.data_classes(classifier) if self.check_data else None
         preprocess = self.preprocess(resolved_weights)
         self.fail_if_errors()
+        blocked = cache.blockers(recipe.train, recipe.data, preprocess, index)
+        phases = [p.model_copy(update={"cache": cache.cached(p, index, blocked)}) for p in phases]
         recipe._warnings = recipe.warnings + self.diagnostics
         return Plan(
             name=recipe.name,
@@ -110,6 +112,7 @@ class _Resolution:
             schedule=recipe.train.schedule,
             train=recipe.train,
             evaluate=recipe.evaluate,
+            cache_blockers=blocked,
             warnings=[d.render(recipe.source, recipe.filename) for d in self.diagnostics],
         )
 

@@ -18,7 +18,22 @@ def rate(value: float | None) -> str:
 
 
 def plan_table(plan: Plan) -> str:
-    return "\n\n".join([_header(plan), _groups(plan), _phases(plan)]) + "\n"
+    return "\n\n".join([_header(plan), _groups(plan), _phases(plan) + "\n" + _cache(plan)]) + "\n"
+
+
+def _cache(plan: Plan) -> str:
+    """Which spans train the head on features computed once, or why none does."""
+    spans = [_span(p) for p in plan.phases if p.cache]
+    if spans:
+        where = plan.classifier.path
+        return f"feature cache: epochs {', '.join(spans)} compute the input of {where} once, then train on it"
+    if plan.cache_blockers:
+        return "feature cache: none; " + "; ".join(plan.cache_blockers)
+    return "feature cache: none; more than the head trains, or BatchNorm outside it is in train mode"
+
+
+def _span(phase: Phase) -> str:
+    return str(phase.first) if phase.first == phase.last else f"{phase.first}-{phase.last}"
 
 
 def _header(plan: Plan) -> str:
@@ -93,7 +108,7 @@ def _phases(plan: Plan) -> str:
     for phase in plan.phases:
         rows.append(
             [
-                str(phase.first) if phase.first == phase.last else f"{phase.first}-{phase.last}",
+                _span(phase),
                 _training_groups(plan, phase),
                 f"{count(phase.numel)} ({_percent(phase.numel, plan.total_params)})",
                 _rates(plan, phase),

@@ -66,6 +66,7 @@
 #     3-5     head, top                16.03M (65.2%)   head 0.00294, top 0.00098                                    eval (43)         +top
 #     6-8     head, top, middle        23.13M (94.1%)   head 0.00212, top 0.000708, middle 0.000212                  eval (24)         +middle
 #     9-12    head, top, middle, base  24.58M (100.0%)  head 0.000877, top 0.000292, middle 8.77e-05, base 2.92e-05  -                 +base
+#     feature cache: none; train transforms draw random numbers (random_resized_crop, hflip, color_jitter)
 """A fine-tuning script compiled by ftr: it needs only torch and torchvision.
 
 Run it from the folder the recipe's paths are relative to (or give --root):
@@ -100,7 +101,7 @@ from torchvision.transforms import v2
 
 NAME = "pets-resnet50"
 FTR_VERSION = "0.1.0"
-PLAN_DIGEST = "875d6b0478d22c30"  # a checkpoint of another plan is refused
+PLAN_DIGEST = "288655fb1d9e9a85"  # a checkpoint of another plan is refused
 SEED = 7
 EPOCHS = 12
 OUTPUT = "runs/pets-resnet50"
@@ -535,14 +536,17 @@ def seed_worker(worker_id):
         numpy.random.seed(torch.initial_seed() % 2**32)
 
 
+LOADER_OPTIONS = {
+    "num_workers": WORKERS,
+    "worker_init_fn": seed_worker,
+    "collate_fn": collate,
+}
+
+
 def loaders(train_set, val_set):
     """The train loader shuffles with its own generator; the val loader has none, so
     each pass over it draws one number from the global generator."""
-    extra = {
-        "num_workers": WORKERS,
-        "worker_init_fn": seed_worker,
-        "collate_fn": collate,
-    }
+    extra = LOADER_OPTIONS
     generator = torch.Generator().manual_seed(SEED)
     train = DataLoader(
         train_set, batch_size=BATCH_SIZE, shuffle=True, generator=generator, **extra
@@ -690,18 +694,17 @@ def autocast(device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def evaluate(model, loader, device, classes, epoch, skipped):
-    """val_<metric> for each of METRICS, over the whole val set."""
-    model.eval()
+def evaluate(forward, val_batches, device, classes, epoch):
+    """val_<metric> for each of METRICS, over the whole val set (the model in eval mode)."""
     loss_sum, seen, correct = 0.0, 0, 0
     top = [5]
     hits = dict.fromkeys(top, 0)
     confusion = torch.zeros(classes, classes, dtype=torch.int64)
     with torch.no_grad():
-        for inputs, labels in batches(loader, skipped):
+        for inputs, labels in val_batches:
             inputs, labels = inputs.to(device), labels.to(device)
             with autocast(device):
-                logits = model(inputs)
+                logits = forward(inputs)
             logits = logits.float()
             loss = nn.functional.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
@@ -889,16 +892,10 @@ class Training:
             if self.val_loader is not None and (
                 epoch % EVALUATE_EVERY == 0 or epoch == self.epochs
             ):
-                row.update(
-                    evaluate(
-                        self.model,
-                        self.val_loader,
-                        self.device,
-                        len(self.classes),
-                        epoch,
-                        self.skipped,
-                    )
-                )
+                self.model.eval()
+                _, val_batches, forward = self.span(epoch)
+                classes = len(self.classes)
+                row.update(evaluate(forward, val_batches, self.device, classes, epoch))
             row.update({f"lr/{group}": rate for group, rate in rates.items()})
             row["seconds"] = time.perf_counter() - began
             self.history.append(row)
@@ -913,6 +910,11 @@ class Training:
         save_tensors(self.out / "model.pt", self.model.state_dict())
         return status, epoch
 
+    def span(self, epoch):
+        """The (inputs, labels) of train and val, and the forward that takes them."""
+        val = self.val_loader and batches(self.val_loader, self.skipped)
+        return batches(self.train_loader, self.skipped), val, self.model
+
     def train_epoch(self, epoch):
         model, optimizer = self.model, self.optimizer
         phase = phase_of(epoch)
@@ -922,15 +924,16 @@ class Training:
             for name, param in model.named_parameters():
                 if covered(name, phase["trainable"]) and not covered(name, before):
                     optimizer.state.pop(param, None)
+        train_batches, _, forward = self.span(epoch)
         enter_phase(model, phase)
         train_mode(model, phase)
         total, seen = 0.0, 0
         optimizer.zero_grad()
-        for i, (inputs, labels) in enumerate(batches(self.train_loader, self.skipped)):
+        for i, (inputs, labels) in enumerate(train_batches):
             set_rates(optimizer, self.step, self.steps, self.epochs)
             inputs, labels = inputs.to(self.device), labels.to(self.device)
             with autocast(self.device):
-                loss = self.criterion(model(inputs), labels)
+                loss = self.criterion(forward(inputs), labels)
             if not torch.isfinite(loss):
                 where = f"epoch {epoch}, step {i + 1}"
                 raise NonFiniteLoss(f"the loss is {loss.item()} at {where}")

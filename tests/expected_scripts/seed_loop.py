@@ -48,6 +48,7 @@
 #
 #     epochs  trains  trainable      rates at start  frozen BatchNorm  changes
 #     1-2     head    2.05K (<0.1%)  head 0.001      train
+#     feature cache: none; train transforms draw random numbers (random_resized_crop, hflip)
 """A fine-tuning script compiled by ftr: it needs only torch and torchvision.
 
 Run it from the folder the recipe's paths are relative to (or give --root):
@@ -81,7 +82,7 @@ from torchvision.transforms import v2
 
 NAME = "seed-loop"
 FTR_VERSION = "0.1.0"
-PLAN_DIGEST = "c81bf855ca6c5af2"  # a checkpoint of another plan is refused
+PLAN_DIGEST = "3d3a65c5fc13943d"  # a checkpoint of another plan is refused
 SEED = 0
 EPOCHS = 2
 OUTPUT = "runs/seed-loop"
@@ -292,10 +293,13 @@ def collate(items):
     return inputs, labels, bad
 
 
+LOADER_OPTIONS = {"collate_fn": collate}
+
+
 def loaders(train_set, val_set):
     """The train loader shuffles with its own generator; the val loader has none, so
     each pass over it draws one number from the global generator."""
-    extra = {"collate_fn": collate}
+    extra = LOADER_OPTIONS
     generator = torch.Generator().manual_seed(SEED)
     train = DataLoader(
         train_set, batch_size=BATCH_SIZE, shuffle=True, generator=generator, **extra
@@ -418,14 +422,13 @@ class NonFiniteLoss(RunError):
     pass
 
 
-def evaluate(model, loader, device, classes, epoch, skipped):
-    """val_<metric> for each of METRICS, over the whole val set."""
-    model.eval()
+def evaluate(forward, val_batches, device, classes, epoch):
+    """val_<metric> for each of METRICS, over the whole val set (the model in eval mode)."""
     loss_sum, seen, correct = 0.0, 0, 0
     with torch.no_grad():
-        for inputs, labels in batches(loader, skipped):
+        for inputs, labels in val_batches:
             inputs, labels = inputs.to(device), labels.to(device)
-            logits = model(inputs).float()
+            logits = forward(inputs).float()
             loss = nn.functional.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
                 where = f"the validation of epoch {epoch}"
@@ -599,16 +602,10 @@ class Training:
             if self.val_loader is not None and (
                 epoch % EVALUATE_EVERY == 0 or epoch == self.epochs
             ):
-                row.update(
-                    evaluate(
-                        self.model,
-                        self.val_loader,
-                        self.device,
-                        len(self.classes),
-                        epoch,
-                        self.skipped,
-                    )
-                )
+                self.model.eval()
+                _, val_batches, forward = self.span(epoch)
+                classes = len(self.classes)
+                row.update(evaluate(forward, val_batches, self.device, classes, epoch))
             row.update({f"lr/{group}": rate for group, rate in rates.items()})
             row["seconds"] = time.perf_counter() - began
             self.history.append(row)
@@ -623,6 +620,11 @@ class Training:
         save_tensors(self.out / "model.pt", self.model.state_dict())
         return status, epoch
 
+    def span(self, epoch):
+        """The (inputs, labels) of train and val, and the forward that takes them."""
+        val = self.val_loader and batches(self.val_loader, self.skipped)
+        return batches(self.train_loader, self.skipped), val, self.model
+
     def train_epoch(self, epoch):
         model, optimizer = self.model, self.optimizer
         phase = phase_of(epoch)
@@ -632,14 +634,15 @@ class Training:
             for name, param in model.named_parameters():
                 if covered(name, phase["trainable"]) and not covered(name, before):
                     optimizer.state.pop(param, None)
+        train_batches, _, forward = self.span(epoch)
         enter_phase(model, phase)
         train_mode(model, phase)
         total, seen = 0.0, 0
         optimizer.zero_grad()
-        for i, (inputs, labels) in enumerate(batches(self.train_loader, self.skipped)):
+        for i, (inputs, labels) in enumerate(train_batches):
             set_rates(optimizer, self.step, self.steps, self.epochs)
             inputs, labels = inputs.to(self.device), labels.to(self.device)
-            loss = self.criterion(model(inputs), labels)
+            loss = self.criterion(forward(inputs), labels)
             if not torch.isfinite(loss):
                 where = f"epoch {epoch}, step {i + 1}"
                 raise NonFiniteLoss(f"the loss is {loss.item()} at {where}")
