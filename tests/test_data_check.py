@@ -39,10 +39,7 @@ def image_folder(tmp_path):
 
 def test_imagefolder_classes_match_torchvision(image_folder):
     assert imagefolder_classes(str(image_folder)) == ["Dog", "cat", "zebra"]
-    assert (
-        imagefolder_classes(str(image_folder))
-        == torchvision.datasets.ImageFolder(image_folder).classes
-    )
+    assert imagefolder_classes(str(image_folder)) == torchvision.datasets.ImageFolder(image_folder).classes
 
 
 def test_imagefolder_missing(tmp_path, monkeypatch):
@@ -176,9 +173,7 @@ def test_csv_only_first_rows_are_looked_for(tmp_path, csv_data):
 def test_csv_empty_label(csv_data):
     path, images = csv_data
     path.write_text("file,label\na.png,cat\nb.png\n")
-    assert (
-        problem(csv_classes, str(path), str(images)).message == f"line 3 of '{path}' has no label"
-    )
+    assert problem(csv_classes, str(path), str(images)).message == f"line 3 of '{path}' has no label"
 
 
 # --- torchvision datasets ----------------------------------------------------

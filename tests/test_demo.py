@@ -22,8 +22,12 @@ DIGITS = ROOT / "recipes" / "digits"
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("digits")
-    subprocess.run([sys.executable, str(DIGITS / "prepare.py"), "--out", "data/digits", "--shots", "3"],
-                   cwd=work, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(DIGITS / "prepare.py"), "--out", "data/digits", "--shots", "3"],
+        cwd=work,
+        check=True,
+        capture_output=True,
+    )
     return work
 
 

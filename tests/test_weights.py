@@ -97,9 +97,7 @@ def test_preset_vit():
 def test_preset_is_plain_json():
     import json
 
-    assert (
-        json.loads(json.dumps(preset("efficientnet_b0", "default")))["interpolation"] == "bicubic"
-    )
+    assert json.loads(json.dumps(preset("efficientnet_b0", "default")))["interpolation"] == "bicubic"
 
 
 # --- loading files -----------------------------------------------------------
@@ -119,9 +117,7 @@ def test_load_legacy_format(tmp_path):
 
 def test_load_with_key_and_strip(tmp_path, resnet18_state):
     path = tmp_path / "wrapped.pt"
-    torch.save(
-        {"epoch": 3, "state_dict": {"module." + k: v for k, v in resnet18_state.items()}}, path
-    )
+    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in resnet18_state.items()}}, path)
     state = load_state_file(str(path), key="state_dict", strip="module.")
     assert list(state) == list(resnet18_state)
 
@@ -155,10 +151,7 @@ def test_missing_file(tmp_path):
 
 
 def test_folder_is_not_a_file(tmp_path):
-    assert (
-        problem(load_state_file, str(tmp_path)).message
-        == f"weights file '{tmp_path}' is not a file"
-    )
+    assert problem(load_state_file, str(tmp_path)).message == f"weights file '{tmp_path}' is not a file"
 
 
 def test_not_a_dict(tmp_path):
@@ -241,9 +234,7 @@ def test_compare_without_classifier_prefix(resnet18_state):
 
 
 def test_render_cuts_long_lists():
-    diff = KeyDiff(
-        missing=[f"k{i}" for i in range(13)], unexpected=[], misshapen=[], dropped_classifier=[]
-    )
+    diff = KeyDiff(missing=[f"k{i}" for i in range(13)], unexpected=[], misshapen=[], dropped_classifier=[])
     lines = diff.render(limit=10)
     assert lines[:2] == ["missing: k0", "missing: k1"]
     assert lines[-1] == "... and 3 more missing"
