@@ -336,6 +336,8 @@ def _statements():
             "accumulate": ("accumulate", Builder.scalar),
             "precision": ("precision", Builder.scalar),
             "cache": ("cache", Builder.scalar),
+            "channels_last": ("channels_last", Builder.scalar),
+            "compile": ("compile", Builder.scalar),
         },
         "evaluate": {
             "metrics": ("metrics", _list("metric")),

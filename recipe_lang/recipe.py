@@ -382,6 +382,8 @@ class TrainSpec(Strict):
     accumulate: Size = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     cache: bool = Field(True, description="train the head on features computed once where that changes no number")
+    channels_last: bool = Field(False, description="images and convolution weights in NHWC memory layout")
+    compile: bool = Field(False, description="run the model through torch.compile")
 
 
 # --- evaluate ------------------------------------------------------------------

@@ -452,7 +452,7 @@ def seed_worker(worker_id: int) -> None:
         numpy.random.seed(seed % 2**32)
 
 
-def loaders(plan, data: Datasets, seed: int) -> tuple[DataLoader, DataLoader | None]:
+def loaders(plan, data: Datasets, seed: int, pin_memory: bool = False) -> tuple[DataLoader, DataLoader | None]:
     """The train loader (shuffled with its own generator seeded with `seed`) and the val loader.
 
     With workers=0 and skip_bad_images false these are exactly seed_loop's
@@ -464,6 +464,8 @@ def loaders(plan, data: Datasets, seed: int) -> tuple[DataLoader, DataLoader | N
     extra = {}
     if spec.workers > 0:
         extra = dict(num_workers=spec.workers, worker_init_fn=seed_worker, persistent_workers=False)
+    if pin_memory:  # page-locked batches copy to a GPU faster; the numbers do not change
+        extra["pin_memory"] = True
     make = DataLoader
     if spec.skip_bad_images or spec.workers > 0:
 

@@ -68,8 +68,13 @@ class Trainer:
         random.seed(plan.seed)
         self.data = datasets(plan)
         self.model = build_model(plan).to(self.device)
+        self.layout = torch.channels_last if plan.train.channels_last else torch.contiguous_format
+        if plan.train.channels_last:
+            self.model = self.model.to(memory_format=self.layout)
+        self.forward = _compiled(self.model) if plan.train.compile else self.model
         self.optimizer = build_optimizer(plan, self.model)
-        self.train_loader, self.val_loader = loaders(plan, self.data, plan.seed)
+        cuda = self.device.type == "cuda"
+        self.train_loader, self.val_loader = loaders(plan, self.data, plan.seed, pin_memory=cuda)
         self.steps = steps_per_epoch(len(self.train_loader), plan.train.accumulate)
         self.rates = Rates(plan, self.optimizer, self.steps)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=plan.train.label_smoothing)
@@ -140,7 +145,7 @@ class Trainer:
         model, or in a cached span the head's inputs, computed once, through the head."""
         phase = self.plan.phase_of(epoch)
         if not phase.cache:
-            return self.train_loader, self.val_loader, self.model
+            return self.train_loader, self.val_loader, self.forward
         if self.cached is None or self.cached.first != phase.first:
             self.cached = self.cache.span(
                 phase.first,
@@ -205,7 +210,7 @@ class Trainer:
         for i, (inputs, labels) in enumerate(loader):
             if i % accumulate == 0:
                 self.rates.set(self.global_step)
-            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            inputs, labels = self._to_device(inputs), labels.to(self.device)
             with self._autocast():
                 loss = self.criterion(forward(inputs), labels)
             if not torch.isfinite(loss):
@@ -219,6 +224,12 @@ class Trainer:
             bar.update(len(labels), total / seen)
         bar.close()
         return total / max(seen, 1)
+
+    def _to_device(self, inputs: torch.Tensor) -> torch.Tensor:
+        """A batch of images in the model's memory layout (cached features as they are)."""
+        if inputs.dim() == 4:
+            return inputs.to(self.device, memory_format=self.layout)
+        return inputs.to(self.device)
 
     def _autocast(self):
         precision = self.plan.train.precision
@@ -251,7 +262,7 @@ class Trainer:
         evaluation = Evaluation(self.plan.evaluate.metric_keys, len(self.data.classes))
         with torch.no_grad():
             for inputs, labels in loader:
-                inputs, labels = inputs.to(self.device), labels.to(self.device)
+                inputs, labels = self._to_device(inputs), labels.to(self.device)
                 with self._autocast():
                     logits = forward(inputs)
                 logits = logits.float()
@@ -283,3 +294,11 @@ def _read_metrics(out: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _compiled(model: nn.Module) -> nn.Module:
+    """torch.compile of the model, its dropout drawing eager PyTorch's random numbers."""
+    import torch._inductor.config
+
+    torch._inductor.config.fallback_random = True
+    return torch.compile(model)

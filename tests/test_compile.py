@@ -554,3 +554,33 @@ def test_file_weights_that_do_not_fit_load_what_fits(capsys, image_data, monkeyp
     assert run_script(image_data / "strict.py", "--out", "s2", "--device", "cpu", "--quiet") == 1
     err = capsys.readouterr().err
     assert "'w.pt' does not fit resnet18: missing ['layer1.0.bn1.running_mean']" in err
+
+
+def test_channels_last_and_compile_change_no_number(capsys, image_data, monkeypatch):
+    """Opt-in speed options: the same numbers up to float rounding, in both back ends.
+    torch.compile runs with the eager backend here: inductor takes about a minute to
+    compile resnet18 on this CPU (bench/precision.py measures it)."""
+    monkeypatch.chdir(image_data)
+    compile_, compiled = torch.compile, []
+
+    def eager_compile(model, **options):
+        compiled.append(model)
+        return compile_(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    train = "at epoch 2 unfreeze layer4\n  batchnorm train"
+    plain = write_recipe(image_data, recipe_text(head="linear(classes=4, dropout=0.3)", train=train), "plain.ftr")
+    fast = write_recipe(
+        image_data,
+        recipe_text(head="linear(classes=4, dropout=0.3)", train=train + "\n  channels_last true\n  compile true"),
+        "fast.ftr",
+    )
+    script = compile_to(capsys, fast, image_data / "fast.py")
+    assert "torch.compile(self.model)" in script and "memory_format=torch.channels_last" in script
+    run_ok(capsys, plain, "plain")
+    run_ok(capsys, fast, "fast")
+    script_ok(capsys, image_data / "fast.py", "script")
+    torch._dynamo.reset()
+    assert len(compiled) == 2  # ftr run's model and the script's
+    assert_rows_close(metrics("fast"), metrics("plain"), rel=1e-4)
+    assert_rows_close(metrics("script"), metrics("fast"))
