@@ -205,7 +205,7 @@ class Trainer:
         accumulate = plan.train.accumulate
         total, seen = 0.0, 0
         batches = len(self.train_loader)
-        self.optimizer.zero_grad()
+        self.optimizer.zero_grad(set_to_none=True)
         bar = self.progress.epoch(epoch, plan.epochs, batches)
         for i, (inputs, labels) in enumerate(loader):
             if i % accumulate == 0:
@@ -253,7 +253,7 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad()
+        self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
 
     def evaluate(self, epoch: int) -> dict:

@@ -930,7 +930,7 @@ class Training:
         enter_phase(model, phase)
         train_mode(model, phase)
         total, seen = 0.0, 0
-        optimizer.zero_grad()
+        optimizer.zero_grad(set_to_none=True)
         for i, (inputs, labels) in enumerate(train_batches):
             set_rates(optimizer, self.step, self.steps, self.epochs)
             inputs, labels = inputs.to(self.device), labels.to(self.device)
@@ -950,7 +950,7 @@ class Training:
 
     def optimizer_step(self):
         self.optimizer.step()
-        self.optimizer.zero_grad()
+        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
     def after_evaluation(self, epoch, row):
