@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=128, help="train images per class (4 classes)")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,8 +86,8 @@ def main() -> None:
         for name, extra in (("cached.py", []), ("uncached.py", ["--set", "train.cache=false"])):
             compile_ = ftr + ["compile", "probe.ftr", "-o", name, *extra]
             subprocess.run(compile_, cwd=work, check=True, capture_output=True)
-        run = ftr + ["run", "probe.ftr", "--quiet", "--device", "cpu", "--overwrite", "--out"]
-        script = ["--quiet", "--device", "cpu", "--overwrite", "--out"]
+        run = ftr + ["run", "probe.ftr", "--quiet", "--device", args.device, "--overwrite", "--out"]
+        script = ["--quiet", "--device", args.device, "--overwrite", "--out"]
         results = {
             "ftr run, cache": timed(run + ["a"], work, "a"),
             "ftr run, cache false": timed(run + ["b", "--set", "train.cache=false"], work, "b"),
@@ -103,7 +104,7 @@ def main() -> None:
         print(f"| {name} | {seconds:.2f} | {wall:.2f} | {speedup} | {diff} |")
     print(
         f"\nresnet18 linear probe, {args.size} px, {4 * args.images} train / {4 * max(args.images // 4, 1)} val "
-        f"images, batch 32, {args.epochs} epochs, CPU, {sys.platform}"
+        f"images, batch 32, {args.epochs} epochs, {args.device}, {sys.platform}"
     )
 
 

@@ -113,6 +113,9 @@ def main() -> None:
         for backbone, path in files.items():
             rows.append((f"ftr check ({backbone})", whole_process(ftr + ["check", str(path)], runs), torch_import))
             rows.append((f"ftr plan ({backbone})", whole_process(ftr + ["plan", str(path)], runs), torch_import))
+            script = str(Path(tmp, f"{backbone}.py"))
+            compile_ = ftr + ["compile", str(path), "-o", script]
+            rows.append((f"ftr compile ({backbone})", whole_process(compile_, runs), torch_import))
         parse_time = in_process(files["resnet50"].read_text(), runs)
     print(f"{'command':40} {'seconds':>9} {'x floor':>8}")
     for name, seconds, floor in rows:

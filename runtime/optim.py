@@ -4,8 +4,8 @@ Parameter groups are fixed at step 0 (design.md, "Decisions already taken"):
 `build_optimizer` makes one torch param group per `plan.optimizer_groups` entry,
 in the plan's order, and nothing here ever adds, removes or rebuilds one.
 Freezing is `requires_grad=False` on the parameter: its `.grad` stays None
-(the loop zeroes gradients with `optimizer.zero_grad(set_to_none=True)`, the default
-`set_to_none=True` this relies on), and every torch optimizer used here skips a
+(the loop zeroes gradients with `optimizer.zero_grad(set_to_none=True)`, which
+this relies on), and every torch optimizer used here skips a
 parameter whose gradient is None: no update, no weight decay, no state. A
 parameter that has never trained therefore has no state when it thaws; one
 that trained, froze and thaws again still carries its old state, which
