@@ -194,13 +194,15 @@ def _run(args) -> int:
             print(f"ftr run: {interrupted_message(request, world)}", file=sys.stderr)
         return 130
     except Exception as error:
-        import torch.distributed
+        from runtime.distributed import lost_peers
 
-        if not (world.distributed and isinstance(error, torch.distributed.DistError)):
+        if not (world.distributed and lost_peers(error)):
             raise
-        first = (str(error).strip() or type(error).__name__).splitlines()[0]
-        where = f"process {world.rank} of {world.size}"
-        print(f"ftr run: error ({where}): lost the other processes: {first}", file=sys.stderr)
+        print(
+            f"ftr run: process {world.rank} of {world.size} stops: another process of the run stopped "
+            "(its message says why)",
+            file=sys.stderr,
+        )
         return 1
     if not args.quiet and world.main:
         print(f"{summary['status']}: {summary['epochs']} epochs in {summary['seconds']:.1f}s", file=sys.stderr)

@@ -47,6 +47,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Iterator
 
 import torch
@@ -258,6 +259,18 @@ def sync_batchnorm(plan, model: nn.Module, device: torch.device) -> nn.Module:
 
 
 # --- processes ------------------------------------------------------------------
+
+
+def lost_peers(error: BaseException) -> bool:
+    """Whether `error` is a collective operation failing because another process is
+    gone (gloo: "Connection closed by peer", a plain RuntimeError raised in
+    torch.distributed or in DDP), rather than a failure of this process's own."""
+    if isinstance(error, dist.DistError):
+        return True
+    if not isinstance(error, RuntimeError) or error.__traceback__ is None:
+        return False
+    where = traceback.extract_tb(error.__traceback__)[-1].filename.replace(os.sep, "/")
+    return "/torch/distributed/" in where or "/torch/nn/parallel/" in where
 
 
 def _stop(signum, frame):

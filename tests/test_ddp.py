@@ -418,3 +418,24 @@ def test_a_non_finite_loss_in_another_process_stops_this_one(image_data, monkeyp
         trainer.train()
     assert [row["epoch"] for row in metrics(image_data / "out")] == [1]
     assert trainer.global_step == 1  # epoch 1's one step; none in epoch 2
+
+
+def test_an_interrupt_inside_a_write_is_an_interrupt(tmp_path):
+    """SIGTERM (raised as Stopped) or Ctrl-C inside torch.save makes its zip writer fail
+    with a RuntimeError on the way out: the write must end as the interrupt, so that the
+    process says how to resume, and leave neither the old file damaged nor a temporary one."""
+    from recipe_lang.files import atomic_write
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"old")
+
+    def write(out):
+        try:
+            out.write(b"half")
+            raise distributed.Stopped()
+        finally:
+            raise RuntimeError("unexpected pos 35341440 vs 35341336")  # what torch.save raises then
+
+    with pytest.raises(distributed.Stopped):
+        atomic_write(tmp_path / "checkpoint.pt", write)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"old"
