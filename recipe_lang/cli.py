@@ -231,8 +231,12 @@ def _launch(args) -> int:
     for override in args.overrides:
         worker += ["--set", override]
 
-    from runtime.distributed import launch
+    from runtime.distributed import launch, too_few_gpus
 
+    gpus = too_few_gpus(args.nproc, args.device)
+    if gpus:
+        print(f"ftr run: error: {gpus}", file=sys.stderr)
+        return 1
     return launch(worker, args.nproc)
 
 

@@ -61,7 +61,13 @@ LAUNCHER_PID = "FTR_LAUNCHER_PID"  # set by `launch`: a process whose launcher i
 
 
 class DistributedError(Exception):
-    """A setting several processes cannot run, with what to do instead."""
+    """A setting several processes cannot run, with what to do instead.
+
+    `local`: this process's alone (the others may go on), so it says it itself."""
+
+    def __init__(self, message: str, local: bool = False):
+        super().__init__(message)
+        self.local = local
 
 
 class Stopped(KeyboardInterrupt):
@@ -136,7 +142,8 @@ class Distributed:
         if self.world.local_rank >= torch.cuda.device_count():
             raise DistributedError(
                 f"process {self.world.rank} has LOCAL_RANK {self.world.local_rank}, but this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s): start at most that many processes per machine"
+                f"{torch.cuda.device_count()} CUDA device(s): start at most that many processes per machine",
+                local=True,
             )
         return torch.device("cuda", self.world.local_rank)
 
@@ -303,6 +310,23 @@ class _QuietLauncher(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.name.startswith(_QUIET) or record.levelno >= logging.CRITICAL
+
+
+def too_few_gpus(nproc: int, device: str | None) -> str | None:
+    """Why `nproc` processes on `device` (None: CUDA when there is some) cannot each
+    have a GPU of this machine, or None."""
+    try:
+        if device is not None and torch.device(device).type != "cuda":
+            return None
+    except RuntimeError:  # not a device: each process says so
+        return None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0 or nproc <= count:
+        return None
+    return (
+        f"--nproc {nproc} on CUDA takes a GPU per process, and this machine has {count}; "
+        f"use --nproc {count}, or --device cpu"
+    )
 
 
 def launch(worker_args: list[str], nproc: int) -> int:

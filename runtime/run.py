@@ -74,7 +74,7 @@ def run(request: RunRequest, dist: Distributed | None = None) -> dict:
     try:
         device = dist.pick_device(request.device)
     except DistributedError as error:
-        raise RunError(str(error)) from None
+        raise RunError(str(error), local=error.local) from None
     with dist.session(device):
         return _run(request, dist, plan, source, out, progress, device)
 

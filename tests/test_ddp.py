@@ -439,3 +439,13 @@ def test_an_interrupt_inside_a_write_is_an_interrupt(tmp_path):
         atomic_write(tmp_path / "checkpoint.pt", write)
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"old"
+
+
+def test_more_processes_than_gpus_is_refused_before_starting(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert "--nproc 4 on CUDA takes a GPU per process, and this machine has 2" in distributed.too_few_gpus(4, None)
+    assert distributed.too_few_gpus(4, "cuda") and distributed.too_few_gpus(2, "cuda") is None
+    assert distributed.too_few_gpus(4, "cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.too_few_gpus(4, None) is None  # the CPU then
