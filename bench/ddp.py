@@ -1,14 +1,15 @@
 """`ftr run` in one process against `ftr run --nproc 2` (DistributedDataParallel, gloo on the CPU).
 
-    python bench/ddp.py [--images 64] [--epochs 6] [--rounds 2]
+    python bench/ddp.py [--images 64] [--epochs 6] [--rounds 2] [--trains convs head]
 
 On the CPU several processes cannot train BatchNorm layers (SyncBatchNorm needs CUDA),
 so the workload is what runs there: fine-tuning a backbone with its BatchNorm frozen.
 First (untimed) a resnet18 learns a source task in one process: 4 colours of square
-on noise. Then the measured recipe fine-tunes it on 4 other colours: a new head,
-every convolution of layer3 and layer4 trains, BatchNorm stays in eval mode; 32 px
-random crops and flips, batch 32 (16 per process with two). Each configuration runs
-that recipe, taking turns:
+on noise. Then the measured recipe fine-tunes it on 4 other colours: a new head and
+(`convs`) every convolution of layer3 and layer4 (10.3M parameters, whose gradients
+DDP averages at every step) or (`head`) the head alone (2k); BatchNorm stays in eval
+mode; 32 px random crops and flips, batch 32 (16 per process with two). Each
+configuration runs that recipe, taking turns:
 
 - 1 process, 1 thread (OMP_NUM_THREADS=1);
 - 1 process, the threads torch takes by default (one per core);
@@ -86,7 +87,7 @@ train {{
   epochs {epochs}
   optimizer adamw(weight_decay=0.01)
   lr head=3e-3, rest=3e-4
-  freeze all except head, "layer3.*.conv*", "layer4.*.conv*"
+  freeze {freeze}
   batchnorm eval
 }}
 
@@ -95,6 +96,7 @@ evaluate {{
 }}
 """
 
+TRAINS = {"convs": 'all except head, "layer3.*.conv*", "layer4.*.conv*"', "head": "all except head"}
 CONFIGS = {
     "1 process x 1 thread": ([], "1"),
     "1 process x default threads": ([], None),
@@ -133,46 +135,60 @@ def ftr_run(work: Path, recipe: str, out: str, extra: list[str], threads: str | 
     return time.perf_counter() - began
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=64, help="train images per class (4 classes)")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    train_images = 4 * args.images
+def measure(work: Path, rounds: int) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {name: [] for name in CONFIGS}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        make_images(work / "source", SOURCE_COLOURS, args.images, seed=0)
-        make_images(work / "target", TARGET_COLOURS, args.images, seed=1)
-        (work / "source.ftr").write_text(SOURCE)
-        (work / "target.ftr").write_text(TARGET.format(epochs=args.epochs))
-        ftr_run(work, "source.ftr", "source_run", [], None)
-        names = list(CONFIGS)
-        for round_ in range(args.rounds):
-            for name in names[round_ % 3 :] + names[: round_ % 3]:  # each round starts with another
-                extra, threads = CONFIGS[name]
-                out = name.replace(" ", "_")
-                wall = ftr_run(work, "target.ftr", out, extra, threads)
-                rows = [json.loads(line) for line in (work / out / "metrics.jsonl").read_text().splitlines()]
-                epoch = statistics.median(row["seconds"] for row in rows)
-                results[name].append({"epoch": epoch, "wall": wall, "last": rows[-1]})
+    names = list(CONFIGS)
+    for round_ in range(rounds):
+        for name in names[round_ % 3 :] + names[: round_ % 3]:  # each round starts with another
+            extra, threads = CONFIGS[name]
+            out = name.replace(" ", "_")
+            wall = ftr_run(work, "target.ftr", out, extra, threads)
+            rows = [json.loads(line) for line in (work / out / "metrics.jsonl").read_text().splitlines()]
+            epoch = statistics.median(row["seconds"] for row in rows)
+            results[name].append({"epoch": epoch, "wall": wall, "last": rows[-1]})
+    return results
+
+
+def table(trains: str, results: dict[str, list[dict]], train_images: int) -> None:
+    names = list(CONFIGS)
     base = results[names[0]][0]["last"]
     keys = ["train_loss"] + [k for k in base if k.startswith("val_")]
-    print("| configuration | s/epoch | train images/s | wall s | " + " | ".join(keys) + " |")
-    print("| --- " * (4 + len(keys)) + "|")
+    print("| trains | configuration | s/epoch | train images/s | wall s | " + " | ".join(keys) + " |")
+    print("| --- " * (5 + len(keys)) + "|")
     for name in names:
         epoch = statistics.median(r["epoch"] for r in results[name])
         wall = statistics.median(r["wall"] for r in results[name])
         last = results[name][0]["last"]
         cells = [f"{last[k]:.4f}" + ("" if name == names[0] else f" ({last[k] - base[k]:+.4f})") for k in keys]
-        print(f"| {name} | {epoch:.3f} | {train_images / epoch:.0f} | {wall:.1f} | " + " | ".join(cells) + " |")
+        print(
+            f"| {trains} | {name} | {epoch:.3f} | {train_images / epoch:.0f} | {wall:.1f} | " + " | ".join(cells) + " |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=64, help="train images per class (4 classes)")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--trains", nargs="+", choices=list(TRAINS), default=list(TRAINS))
+    args = parser.parse_args()
+    train_images = 4 * args.images
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        make_images(work / "source", SOURCE_COLOURS, args.images, seed=0)
+        make_images(work / "target", TARGET_COLOURS, args.images, seed=1)
+        (work / "source.ftr").write_text(SOURCE)
+        ftr_run(work, "source.ftr", "source_run", [], None)
+        for trains in args.trains:
+            (work / "target.ftr").write_text(TARGET.format(epochs=args.epochs, freeze=TRAINS[trains]))
+            table(trains, measure(work, args.rounds), train_images)
+            print()
     print(
-        f"\nresnet18 at 32 px fine-tuned (head and layer3-4 convolutions, BatchNorm frozen), batch 32, "
-        f"{train_images} train / {4 * max(args.images // 4, 1)} val images, {args.epochs} epochs a run, "
-        f"{args.rounds} rounds, {os.cpu_count()} CPUs, {sys.platform}. s/epoch and wall s: medians over the "
-        "rounds; images/s: train images / s/epoch (the epoch's validation included); metrics: the last epoch "
-        "(identical every round), (difference from the first row)."
+        f"resnet18 at 32 px fine-tuned (BatchNorm frozen), batch 32, {train_images} train / "
+        f"{4 * max(args.images // 4, 1)} val images, {args.epochs} epochs a run, {args.rounds} rounds, "
+        f"{os.cpu_count()} CPUs, {sys.platform}. s/epoch and wall s: medians over the rounds; images/s: train "
+        "images / s/epoch (the epoch's validation included); metrics: the last epoch (identical every round), "
+        "(difference from the first row)."
     )
 
 
