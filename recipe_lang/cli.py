@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars: one plain line per epoch")
     run.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, mps (default: cuda > mps > cpu)")
+    run.add_argument(
+        "--nproc",
+        type=_processes,
+        metavar="N",
+        help="train in N processes on this machine, through torchrun: batch_size is their global batch "
+        "(CPU: gloo; CUDA: one GPU each)",
+    )
     _add_set(run)
     run.set_defaults(run=_run)
 
@@ -78,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
     return parser
+
+
+def _processes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a number of processes is a whole number >= 1, not '{text}'")
+    return value
 
 
 def _add_set(parser):
@@ -132,25 +149,95 @@ def _plan(args) -> int:
 
 
 def _run(args) -> int:
+    from runtime.world import World
+
+    try:
+        world = World.from_env()
+    except ValueError as error:
+        print(f"ftr run: error: {error}", file=sys.stderr)
+        return 2
+    if args.nproc is not None:
+        if world.launched:
+            print(
+                "ftr run: error: --nproc starts torchrun itself; a process that torchrun started takes no --nproc",
+                file=sys.stderr,
+            )
+            return 2
+        if args.nproc > 1:
+            return _launch(args)
+
+    from runtime.distributed import Distributed, Stopped, as_worker
     from runtime.run import RunError, RunRequest, interrupted_message, run
 
     request = RunRequest(
         args.file, args.out, tuple(args.overrides), args.resume, args.overwrite, args.quiet, args.device
     )
     try:
-        summary = run(request)
+        if world.launched:
+            as_worker()
+        summary = run(request, Distributed(world))
+    except RecipeError as error:
+        if world.main:  # every process resolves the same recipe
+            _report(error)
+        return 1
+    except RunError as error:
+        if world.main or error.local:
+            where = f" (process {world.rank} of {world.size})" if error.local and world.distributed else ""
+            print(f"ftr run: error{where}: {error}", file=sys.stderr)
+        return 1
+    except Stopped:
+        if world.main:
+            print(f"ftr run: {interrupted_message(request, world, 'stopped')}", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        if world.main:
+            print(f"ftr run: {interrupted_message(request, world)}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        from runtime.distributed import lost_peers
+
+        if not (world.distributed and lost_peers(error)):
+            raise
+        print(
+            f"ftr run: process {world.rank} of {world.size} stops: another process of the run stopped "
+            "(its message says why)",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.quiet and world.main:
+        print(f"{summary['status']}: {summary['epochs']} epochs in {summary['seconds']:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _launch(args) -> int:
+    """`ftr run --nproc N`: check what can be checked without torch, then start N
+    processes of this same command (less --nproc) through torchrun."""
+    from runtime.world import batch_error
+
+    try:
+        recipe = load(args.file, args.overrides)
     except RecipeError as error:
         _report(error)
         return 1
-    except RunError as error:
-        print(f"ftr run: error: {error}", file=sys.stderr)
+    split = batch_error(recipe.data.batch_size, args.nproc)
+    if split:
+        print(f"ftr run: error: {split}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"ftr run: {interrupted_message(request)}", file=sys.stderr)
-        return 130
-    if not args.quiet:
-        print(f"{summary['status']}: {summary['epochs']} epochs in {summary['seconds']:.1f}s", file=sys.stderr)
-    return 0
+    worker = ["run", args.file]
+    worker += ["--out", args.out] if args.out else []
+    worker += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
+    worker += ["--quiet"] if args.quiet else []
+    worker += ["--device", args.device] if args.device else []
+    for override in args.overrides:
+        worker += ["--set", override]
+
+    from runtime.distributed import launch, too_few_gpus
+
+    gpus = too_few_gpus(args.nproc, args.device)
+    if gpus:
+        print(f"ftr run: error: {gpus}", file=sys.stderr)
+        return 1
+    return launch(worker, args.nproc)
 
 
 def _compile(args) -> int:

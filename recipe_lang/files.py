@@ -20,9 +20,25 @@ def atomic_write(path, write, executable: bool = False) -> None:
         mode = 0o777 if executable else 0o666
         os.chmod(temp, mode & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
+        interrupt = _interrupt(error)
+        if interrupt is not None and interrupt is not error:
+            # Ctrl-C (or SIGTERM, raised as one) inside torch.save makes its zip writer
+            # fail on the way out with a RuntimeError; what happened is the interrupt
+            raise interrupt from None
         raise
+
+
+def _interrupt(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that `error` was raised while handling, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__context__
+    return None
 
 
 def atomic_write_text(path, text: str, executable: bool = False) -> None:

@@ -452,14 +452,22 @@ def seed_worker(worker_id: int) -> None:
         numpy.random.seed(seed % 2**32)
 
 
-def loaders(plan, data: Datasets, seed: int, pin_memory: bool = False) -> tuple[DataLoader, DataLoader | None]:
+def loaders(
+    plan, data: Datasets, seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False
+) -> tuple[DataLoader, DataLoader | None]:
     """The train loader (shuffled with its own generator seeded with `seed`) and the val loader.
 
     With workers=0 and skip_bad_images false these are exactly seed_loop's
     DataLoaders; otherwise CheckedLoaders (the same batches, as `Batch`es).
     The val loader gets no generator on purpose: as in seed_loop, each pass
     over it then draws its base seed from the global generator, which the
-    random transforms of the next epoch see."""
+    random transforms of the next epoch see.
+
+    Process `rank` of `world` (runtime/distributed.py) takes batches of
+    batch_size // world: of the train items, those a DistributedSampler shuffled
+    with `seed` gives it (call `train.sampler.set_epoch(epoch)` every epoch); of
+    the val items, `Shard`'s (rank, rank + world, ...); its train loader's own
+    generator, which gives worker seeds, is seeded with rank_seed(seed, rank)."""
     spec = plan.data
     extra = {}
     if spec.workers > 0:
@@ -472,6 +480,25 @@ def loaders(plan, data: Datasets, seed: int, pin_memory: bool = False) -> tuple[
         def make(*args, **kwargs):
             return CheckedLoader(*args, skip=spec.skip_bad_images, skipped=data.skipped, **kwargs)
 
+    eval_batch_size = spec.eval_batch_size or spec.batch_size
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        from .distributed import Shard, rank_seed
+
+        sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        train = make(
+            data.train,
+            batch_size=spec.batch_size // world,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(rank_seed(seed, rank)),
+            **extra,
+        )
+        val = None
+        if data.val is not None:
+            shard = Shard(len(data.val), rank, world)
+            val = make(data.val, batch_size=-(-eval_batch_size // world), sampler=shard, **extra)
+        return train, val
     train = make(
         data.train,
         batch_size=spec.batch_size,
@@ -481,5 +508,5 @@ def loaders(plan, data: Datasets, seed: int, pin_memory: bool = False) -> tuple[
     )
     val = None
     if data.val is not None:
-        val = make(data.val, batch_size=spec.eval_batch_size or spec.batch_size, **extra)
+        val = make(data.val, batch_size=eval_batch_size, **extra)
     return train, val

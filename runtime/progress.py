@@ -11,10 +11,11 @@ from tqdm import tqdm
 class Progress:
     """A bar per epoch on a terminal; one plain line per epoch otherwise or with quiet."""
 
-    def __init__(self, quiet: bool = False, stream=None):
+    def __init__(self, quiet: bool = False, stream=None, silent: bool = False):
         self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.bars = not quiet and self.stream.isatty()
+        self.quiet = quiet or silent
+        self.silent = silent  # nothing at all: the processes of a run other than process 0
+        self.bars = not self.quiet and self.stream.isatty()
 
     def epoch(self, epoch: int, epochs: int, batches: int):
         if self.bars:
@@ -31,6 +32,8 @@ class Progress:
         return _Silent()
 
     def epoch_done(self, row: dict) -> None:
+        if self.silent:
+            return
         shown = [f"epoch {row['epoch']}"]
         for key, value in row.items():
             if key not in ("epoch", "seconds") and not key.startswith("lr/") and value is not None:
@@ -39,6 +42,8 @@ class Progress:
         print("  ".join(shown), file=self.stream, flush=True)
 
     def say(self, text: str) -> None:
+        if self.silent:
+            return
         print(text, file=self.stream, flush=True)
 
 

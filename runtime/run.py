@@ -1,4 +1,9 @@
-"""`ftr run`: a recipe to a run folder, with resume, and every failure a message."""
+"""`ftr run`: a recipe to a run folder, with resume, and every failure a message.
+
+With several processes (runtime/distributed.py) every process runs `run`: process 0
+alone decides what to do with the run folder and writes to it, and tells the
+others; errors that every process meets alike are printed by process 0 only.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ from recipe_lang.resolve.table import plan_table
 
 from . import checkpoint as ckpt
 from .data import BadImage
+from .distributed import Distributed, DistributedError
 from .progress import Progress
-from .trainer import NonFiniteLoss, PlanMismatch, Trainer, UnsupportedSetting
+from .trainer import NonFiniteLoss, PlanMismatch, Trainer, UnsupportedSetting, WorldMismatch
+from .world import batch_error, resume_hint
 
 RUN_FILES = (
     "recipe.ftr",
@@ -28,7 +35,14 @@ RUN_FILES = (
 
 
 class RunError(Exception):
-    """A run that cannot start or go on, with what to do about it."""
+    """A run that cannot start or go on, with what to do about it.
+
+    `local`: met by this process alone (an unreadable image in its share of the
+    data), so it prints it whatever its rank; the others stop with it."""
+
+    def __init__(self, message: str, local: bool = False):
+        super().__init__(message)
+        self.local = local
 
 
 @dataclass
@@ -42,23 +56,36 @@ class RunRequest:
     device: str | None = None
 
 
-def run(request: RunRequest) -> dict:
-    """Train a recipe; return its summary. Raises RecipeError or RunError."""
+def run(request: RunRequest, dist: Distributed | None = None) -> dict:
+    """Train a recipe; return its summary. Raises RecipeError or RunError.
+
+    `dist`: this process's part in a run of several (default: the only process)."""
+    dist = dist or Distributed()
     source = recipe_lang.read_source(request.recipe)
     recipe = recipe_lang.parse(source, str(request.recipe), request.overrides)
     plan = resolve(recipe)
+    split = batch_error(plan.data.batch_size, dist.world.size)
+    if split:
+        raise RunError(split)
     out = Path(request.out or plan.output)
-    progress = Progress(quiet=request.quiet)
+    progress = Progress(quiet=request.quiet, silent=not dist.main)
     for warning in recipe.warnings:
         progress.say(warning.render(recipe.source, recipe.filename))
-    resuming = _prepare(out, request)
+    try:
+        device = dist.pick_device(request.device)
+    except DistributedError as error:
+        raise RunError(str(error), local=error.local) from None
+    with dist.session(device):
+        return _run(request, dist, plan, source, out, progress, device)
+
+
+def _run(request: RunRequest, dist: Distributed, plan, source: str, out: Path, progress: Progress, device) -> dict:
+    resuming = _on_main(dist, lambda: _prepare(out, request))
     if resuming is None:
-        summary = json.loads((out / "summary.json").read_text())
-        if summary.get("plan") != plan.digest():
-            raise RunError(f"{out} holds a finished run of other settings; use --overwrite to replace it")
+        summary = _on_main(dist, lambda: _finished(out, plan))
         progress.say(f"{out} holds a finished run: nothing to resume")
         return summary
-    trainer = Trainer(plan, out, request.device, progress)
+    trainer = Trainer(plan, out, device, progress, dist)
     try:
         trainer.setup()
     except UnsupportedSetting as error:
@@ -70,15 +97,23 @@ def run(request: RunRequest) -> dict:
             raise RunError(
                 f"{error}; resume with the same recipe and --set options, or start again with --overwrite"
             ) from None
+        except WorldMismatch as error:
+            raise RunError(str(error)) from None
+        except FileNotFoundError as error:  # another machine, whose run folder is not the same folder
+            raise RunError(
+                f"process {dist.world.rank} cannot read {error.filename}: every process reads the "
+                "checkpoint to resume, so the run folder must be one that every machine sees",
+                local=True,
+            ) from None
         progress.say(f"resuming {out} at epoch {trainer.start_epoch} of {plan.epochs}")
-    else:
+    elif dist.main:
         _write_start(out, source, request, plan, trainer.data.classes)
     try:
         outcome = trainer.train()
     except NonFiniteLoss as error:
         raise RunError(f"{error}; {_last_good(out)}") from None
     except BadImage as error:
-        raise RunError(f"{error}; {_last_good(out)}") from None
+        raise RunError(f"{error}; {_last_good(out)}", local=True) from None
     summary = {
         "recipe": plan.name,
         "status": outcome.status,
@@ -93,7 +128,34 @@ def run(request: RunRequest) -> dict:
         "overrides": list(request.overrides),
         "ftr": recipe_lang.__version__,
     }
-    ckpt.save_json(out / "summary.json", summary)
+    if dist.enabled:
+        summary["processes"] = dist.world.size
+    if dist.main:
+        ckpt.save_json(out / "summary.json", summary)
+    dist.barrier()  # every process ends once process 0 has written everything
+    return summary
+
+
+def _on_main(dist: Distributed, decide):
+    """`decide()` in process 0, its result (or its RunError) in every process."""
+    if not dist.enabled:
+        return decide()
+    result = None
+    if dist.main:
+        try:
+            result = ("ok", decide())
+        except RunError as error:
+            result = ("error", str(error))
+    kind, value = dist.broadcast(result)
+    if kind == "error":
+        raise RunError(value)
+    return value
+
+
+def _finished(out: Path, plan) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    if summary.get("plan") != plan.digest():
+        raise RunError(f"{out} holds a finished run of other settings; use --overwrite to replace it")
     return summary
 
 
@@ -137,10 +199,11 @@ def _last_good(out: Path) -> str:
     return f"the checkpoint of epoch {epoch} is kept in {path}"
 
 
-def interrupted_message(request: RunRequest) -> str:
+def interrupted_message(request: RunRequest, world=None, what: str = "interrupted") -> str:
     where = f" --out {request.out}" if request.out else ""
     sets = "".join(f" --set {o}" for o in request.overrides)
+    processes = resume_hint(world) if world is not None else ""
     return (
-        "interrupted; the last finished epoch is saved and nothing is half-written. "
-        f"Continue with: ftr run {request.recipe}{where}{sets} --resume"
+        f"{what}; the last finished epoch is saved and nothing is half-written. "
+        f"Continue with: ftr run {request.recipe}{where}{sets} --resume{processes}"
     )

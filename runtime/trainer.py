@@ -2,12 +2,18 @@
 
 The order in which randomness is spent is reference/seed_loop.py's: seeds, data,
 backbone, weights, head, loaders. Everything else follows the plan.
+
+With several processes (a `Distributed` whose world has more than one) the same
+loop runs in each, on its share of the data, the model in DistributedDataParallel;
+runtime/distributed.py says what changes. With one, every `self.dist` call is the
+identity and the loop is the plain one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,8 +27,9 @@ from recipe_lang.resolve.plan import Plan
 from . import checkpoint as ckpt
 from .cache import CachedSpan, FeatureCache
 from .data import datasets, loaders
+from .distributed import Distributed, DistributedError, rank_seed, sync_batchnorm
 from .metrics import EarlyStop, Evaluation, better
-from .model import build_model, enter_phase, pick_device, train_mode
+from .model import build_model, enter_phase, train_mode
 from .optim import Rates, build_optimizer, clear_state, steps_per_epoch
 from .progress import Progress
 
@@ -42,6 +49,10 @@ class PlanMismatch(Exception):
     """A checkpoint written by another plan."""
 
 
+class WorldMismatch(Exception):
+    """A checkpoint written by a run of another number of processes."""
+
+
 @dataclass
 class Outcome:
     status: str  # finished | early_stopped
@@ -54,10 +65,18 @@ class Outcome:
 
 
 class Trainer:
-    def __init__(self, plan: Plan, out: Path, device: str | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        out: Path,
+        device: str | torch.device | None = None,
+        progress: Progress | None = None,
+        dist: Distributed | None = None,
+    ):
         self.plan = plan
         self.out = Path(out)
-        self.device = pick_device(device)
+        self.dist = dist or Distributed()
+        self.device = device if isinstance(device, torch.device) else self.dist.pick_device(device)
         self.progress = progress or Progress(quiet=True)
 
     # --- setup -----------------------------------------------------------------
@@ -67,14 +86,27 @@ class Trainer:
         torch.manual_seed(plan.seed)
         random.seed(plan.seed)
         self.data = datasets(plan)
-        self.model = build_model(plan).to(self.device)
+        model = build_model(plan)
+        world = self.dist.world
+        if world.distributed:
+            try:
+                model = sync_batchnorm(plan, model, self.device)
+            except DistributedError as error:
+                raise UnsupportedSetting(str(error)) from None
+        self.model = model.to(self.device)
         self.layout = torch.channels_last if plan.train.channels_last else torch.contiguous_format
         if plan.train.channels_last:
             self.model = self.model.to(memory_format=self.layout)
-        self.forward = _compiled(self.model) if plan.train.compile else self.model
         self.optimizer = build_optimizer(plan, self.model)
+        if world.rank > 0:  # its own random transforms and dropout; the same model as process 0
+            seed = rank_seed(plan.seed, world.rank)
+            torch.manual_seed(seed)
+            random.seed(seed)
         cuda = self.device.type == "cuda"
-        self.train_loader, self.val_loader = loaders(plan, self.data, plan.seed, pin_memory=cuda)
+        self.train_loader, self.val_loader = loaders(plan, self.data, plan.seed, world.rank, world.size, cuda)
+        self.net = self.model  # what the loop trains: the model, or its DistributedDataParallel
+        self.net_phase: int | None = None  # the first epoch of the phase self.net was wrapped for
+        self.forward = self.evaluated = _compiled(self.model) if plan.train.compile else self.model
         self.steps = steps_per_epoch(len(self.train_loader), plan.train.accumulate)
         self.rates = Rates(plan, self.optimizer, self.steps)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=plan.train.label_smoothing)
@@ -103,10 +135,19 @@ class Trainer:
                 f"{self.out / 'checkpoint.pt'} was written by another recipe or other settings "
                 f"(plan {state['plan']}, this one {self.plan.digest()})"
             )
+        world, size = state.get("world", 1), self.dist.world.size
+        if world != size:
+            raise WorldMismatch(
+                f"{self.out / 'checkpoint.pt'} was written by a run of {world} process{'es' if world > 1 else ''}, "
+                f"and this one has {size}: its data order and random streams are those of {world}; resume it "
+                f"with {world} (ftr run --nproc {world} ... --resume, or torchrun with as many), "
+                "or start again with --overwrite"
+            )
         enter_phase(self.model, self.plan.phase_of(state["epoch"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        ckpt.restore_rng(state["rng"], self.train_loader.generator)
+        rng = state["rng_ranks"][self.dist.world.rank] if world > 1 else state["rng"]
+        ckpt.restore_rng(rng, self.train_loader.generator)
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         if self.early_stop is not None:
@@ -117,6 +158,12 @@ class Trainer:
         self.history = [row for row in _read_metrics(self.out) if row["epoch"] <= state["epoch"]]
 
     def save_checkpoint(self, epoch: int) -> None:
+        """checkpoint.pt, by process 0; with several processes it holds every process's
+        generators (`rng_ranks`, in rank order) and their number (`world`)."""
+        rng = ckpt.rng_state(self.train_loader.generator)
+        rngs = self.dist.gather(rng) if self.dist.enabled else None
+        if not self.dist.main:
+            return
         state = {
             "format": 1,
             "plan": self.plan.digest(),
@@ -124,12 +171,15 @@ class Trainer:
             "global_step": self.global_step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": ckpt.rng_state(self.train_loader.generator),
+            "rng": rng,
             "best": self.best,
             "early_stop": self.early_stop.state() if self.early_stop else None,
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if rngs is not None:
+            state["world"] = self.dist.world.size
+            state["rng_ranks"] = rngs
         ckpt.save_tensors(self.out / "checkpoint.pt", state)
 
     # --- the loop --------------------------------------------------------------
@@ -144,8 +194,8 @@ class Trainer:
         """(train loader, val loader, forward) of an epoch: the images through the whole
         model, or in a cached span the head's inputs, computed once, through the head."""
         phase = self.plan.phase_of(epoch)
-        if not phase.cache:
-            return self.train_loader, self.val_loader, self.forward
+        if not phase.cache or self.dist.enabled:  # the cache works on the whole data set, in one process
+            return self.train_loader, self.val_loader, None
         if self.cached is None or self.cached.first != phase.first:
             self.cached = self.cache.span(
                 phase.first,
@@ -177,17 +227,20 @@ class Trainer:
             row["seconds"] = time.perf_counter() - began
             self.history.append(row)
             stop = self._after_evaluation(epoch, row)
-            self._write_metrics()
+            if self.dist.main:
+                self._write_metrics()
             self.save_checkpoint(epoch)
             self.progress.epoch_done(row)
             if stop:
                 status = "early_stopped"
                 break
-        ckpt.save_tensors(self.out / "model.pt", self.model.state_dict())
+        skipped = self.data.skipped.count
+        if self.dist.enabled:  # an unreadable file counts once, whichever processes met it
+            skipped = len(set().union(*self.dist.gather(set(self.data.skipped.files))))
+        if self.dist.main:
+            ckpt.save_tensors(self.out / "model.pt", self.model.state_dict())
         final = self.history[-1] if self.history else {}
-        return Outcome(
-            status, epoch, final, self.best, self.data.skipped.count, time.perf_counter() - started, self.history
-        )
+        return Outcome(status, epoch, final, self.best, skipped, time.perf_counter() - started, self.history)
 
     def _evaluates(self, epoch: int) -> bool:
         every = self.plan.evaluate.every
@@ -201,7 +254,15 @@ class Trainer:
             clear_state(self.optimizer, [p for name, p in model.named_parameters() if name in thawed])
         loader, _, forward = self._span(epoch)
         enter_phase(model, phase)
+        if self.dist.enabled:
+            if self.net_phase != phase.first:
+                self.net = self.model  # drop the old wrapper (and its reducer's hooks) first
+                self.net = self.dist.wrap(model)
+                self.net_phase = phase.first
+                self.forward = _compiled(self.net) if plan.train.compile else self.net
+            self.train_loader.sampler.set_epoch(epoch)
         train_mode(model, phase)
+        forward = forward or self.forward
         accumulate = plan.train.accumulate
         total, seen = 0.0, 0
         batches = len(self.train_loader)
@@ -210,18 +271,34 @@ class Trainer:
         for i, (inputs, labels) in enumerate(loader):
             if i % accumulate == 0:
                 self.rates.set(self.global_step)
+            steps = (i + 1) % accumulate == 0 or i + 1 == batches
             inputs, labels = self._to_device(inputs), labels.to(self.device)
-            with self._autocast():
-                loss = self.criterion(forward(inputs), labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(epoch, i + 1, loss.item())
-            window = min(accumulate, batches - i // accumulate * accumulate)  # the last may be shorter
-            self._backward(loss / window if window > 1 else loss)
-            if (i + 1) % accumulate == 0 or i + 1 == batches:
+            with self._gradient_sync(steps):
+                with self._autocast():
+                    loss = self.criterion(forward(inputs), labels)
+                if self.dist.enabled:
+                    n, value = len(labels), loss.item()
+                    finite = math.isfinite(value)
+                    # one sum for all: whether any process's loss is non-finite, and train_loss's sums
+                    bad, bad_value, loss_sum, count = self.dist.sum(
+                        [not finite, 0.0 if finite else value, value * n, n]
+                    ).tolist()
+                    if bad:
+                        raise NonFiniteLoss(epoch, i + 1, bad_value)
+                elif not torch.isfinite(loss):
+                    raise NonFiniteLoss(epoch, i + 1, loss.item())
+                window = min(accumulate, batches - i // accumulate * accumulate)  # the last may be shorter
+                self._backward(loss / window if window > 1 else loss)
+            if steps:
                 self._step()
-            total += loss.item() * len(labels)
-            seen += len(labels)
-            bar.update(len(labels), total / seen)
+            if self.dist.enabled:
+                total += loss_sum
+                seen += round(count)
+                bar.update(round(count), total / seen)
+            else:
+                total += loss.item() * len(labels)
+                seen += len(labels)
+                bar.update(len(labels), total / seen)
         bar.close()
         return total / max(seen, 1)
 
@@ -230,6 +307,14 @@ class Trainer:
         if inputs.dim() == 4:
             return inputs.to(self.device, memory_format=self.layout)
         return inputs.to(self.device)
+
+    def _gradient_sync(self, steps: bool):
+        """DDP's no_sync() on a micro-batch after which no optimizer step comes: its
+        gradients accumulate locally, and the backward of the stepping micro-batch
+        averages their sum over the processes once."""
+        if steps or not self.dist.enabled:
+            return contextlib.nullcontext()
+        return self.net.no_sync()
 
     def _autocast(self):
         precision = self.plan.train.precision
@@ -258,6 +343,7 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> dict:
         _, loader, forward = self._span(epoch)
+        forward = forward or self.evaluated
         self.model.eval()
         evaluation = Evaluation(self.plan.evaluate.metric_keys, len(self.data.classes))
         with torch.no_grad():
@@ -267,9 +353,13 @@ class Trainer:
                     logits = forward(inputs)
                 logits = logits.float()
                 loss = nn.functional.cross_entropy(logits, labels)
-                if not torch.isfinite(loss):
+                if not self.dist.enabled and not torch.isfinite(loss):
                     raise NonFiniteLoss(epoch, None, loss.item())
                 evaluation.update(logits, labels, loss.item() * len(labels))
+        if self.dist.enabled:  # every sum over all processes: each val item counted once
+            evaluation.unpack(self.dist.sum(evaluation.pack()))
+            if not math.isfinite(evaluation.loss_sum):  # NaN and inf stay so in a sum: all see it
+                raise NonFiniteLoss(epoch, None, evaluation.loss_sum / max(evaluation.seen, 1))
         return evaluation.result()
 
     def _after_evaluation(self, epoch: int, row: dict) -> bool:
@@ -279,7 +369,8 @@ class Trainer:
             value = row[f"val_{evaluate.best}"]
             if better(evaluate.best, value, self.best["value"] if self.best else None):
                 self.best = {"metric": evaluate.best, "value": value, "epoch": epoch}
-                ckpt.save_tensors(self.out / "best.pt", self.model.state_dict())
+                if self.dist.main:
+                    ckpt.save_tensors(self.out / "best.pt", self.model.state_dict())
         if self.early_stop is not None and f"val_{self.stop_metric}" in row:
             return self.early_stop.update(self.stop_metric, row[f"val_{self.stop_metric}"])
         return False
