@@ -339,11 +339,10 @@ def evaluate_context(plan: Plan) -> dict:
 
 
 def imports(context: dict) -> dict:
-    data, train = context["data"], context["train"]
+    data = context["data"]
     calls = data["train_transforms"] + data["eval_transforms"]
     return {
         "csv": "csv" in data["kinds"],
-        "math": train["schedule"].kind in ("step", "cosine", "onecycle") or train["cache"],
         "functional": "synthetic" in data["kinds"],
         "interpolation": any("interpolation" in c.kwargs for c in calls),
     }

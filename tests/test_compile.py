@@ -584,3 +584,38 @@ def test_channels_last_and_compile_change_no_number(capsys, image_data, monkeypa
     assert len(compiled) == 2  # ftr run's model and the script's
     assert_rows_close(metrics("fast"), metrics("plain"), rel=1e-4)
     assert_rows_close(metrics("script"), metrics("fast"))
+
+
+def test_compiled_script_under_torchrun_gives_the_numbers_of_one_process(capsys, tmp_path, monkeypatch):
+    """`torchrun --nproc_per_node 2 SCRIPT`: gloo on the CPU, each process half of every
+    batch, metrics summed over both, files from process 0 only. The recipe is one whose
+    two runs are equal in exact arithmetic (test_ddp.py's): only float error may differ."""
+    from test_ddp import EQUAL_RECIPE
+
+    make_image_folder(tmp_path / "data" / "train", per_class=8, size=40, seed=1)
+    make_image_folder(tmp_path / "data" / "val", per_class=3, size=40, seed=2)
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "equal.py"
+    compile_to(capsys, write_recipe(tmp_path, EQUAL_RECIPE), script)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    two = subprocess.Popen(
+        [*command, str(script), "--out", "two", "--device", "cpu", "--quiet"],
+        cwd=tmp_path,
+        env=environment,
+        stderr=subprocess.PIPE,
+    )
+    script_ok(capsys, script, "one")
+    _, err = two.communicate(timeout=300)
+    assert two.returncode == 0, err.decode()[-3000:]
+    assert_rows_close(metrics("two"), metrics("one"), rel=1e-4)
+    assert {p.name for p in Path("two").iterdir()} == {
+        "recipe.ftr",
+        "metrics.jsonl",
+        "classes.json",
+        "model.pt",
+        "best.pt",
+        "checkpoint.pt",
+        "summary.json",
+    }
+    assert len(weights("two/checkpoint.pt")["rng"]) == 2  # every process's generators, for --resume

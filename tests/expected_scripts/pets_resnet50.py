@@ -91,10 +91,13 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torchvision
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import v2
 
 # --- the plan: every decision of the recipe, resolved by ftr ------------------
@@ -547,6 +550,16 @@ def loaders(train_set, val_set, pin_memory):
     """The train loader shuffles with its own generator; the val loader has none, so
     each pass over it draws one number from the global generator."""
     extra = {**LOADER_OPTIONS, "pin_memory": pin_memory}
+    if WORLD > 1:  # this process's share: of each train batch, and of the val images
+        sampler = DistributedSampler(train_set, WORLD, RANK, shuffle=True, seed=SEED)
+        generator = torch.Generator().manual_seed(SEED + RANK)
+        options = {"sampler": sampler, "generator": generator, **extra}
+        train = DataLoader(train_set, batch_size=BATCH_SIZE // WORLD, **options)
+        if val_set is None:
+            return train, None
+        share = Subset(val_set, range(RANK, len(val_set), WORLD))
+        eval_batch = -(-EVAL_BATCH_SIZE // WORLD)
+        return train, DataLoader(share, batch_size=eval_batch, **extra)
     generator = torch.Generator().manual_seed(SEED)
     train = DataLoader(
         train_set, batch_size=BATCH_SIZE, shuffle=True, generator=generator, **extra
@@ -628,6 +641,75 @@ def train_mode(model, phase):
         batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
         if batchnorm and covered(name, phase["batchnorm_eval"]):
             module.eval()
+
+
+# --- several processes: torchrun ------------------------------------------------
+#
+# `torchrun --nproc_per_node N SCRIPT ...` starts N processes of this script: each
+# trains on its share of every batch (BATCH_SIZE is the batch of all together),
+# DistributedDataParallel averages their gradients, every logged number is summed
+# over them, and process 0 alone writes files and prints. Without torchrun, or
+# with one process, none of this runs.
+
+WORLD = int(os.environ.get("WORLD_SIZE", "1"))  # processes
+RANK = int(os.environ.get("RANK", "0"))  # this one among them
+LOCAL_RANK = int(os.environ.get("LOCAL_RANK", "0"))  # this one on its machine: its GPU
+MAIN = RANK == 0  # the process that writes files and prints
+
+
+def start_processes(device):
+    """The process group: gloo on the CPU, nccl on CUDA."""
+    if WORLD > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def stop_processes():
+    if WORLD > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def summed(values, device):
+    """Numbers summed over the processes (as they are with one)."""
+    if WORLD == 1:
+        return list(values)
+    numbers = [float(v) for v in values]
+    tensor = torch.tensor(numbers, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def gathered(value):
+    """A value of every process, in rank order (a list of one with one process)."""
+    if WORLD == 1:
+        return [value]
+    values = [None] * WORLD
+    dist.all_gather_object(values, value)
+    return values
+
+
+def batchnorm_trains(model):
+    """Whether some span keeps a BatchNorm layer in train mode."""
+    return any(
+        isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and not covered(name, phase["batchnorm_eval"])
+        for phase in PHASES
+        for name, module in model.named_modules()
+    )
+
+
+def for_processes(model, device):
+    """SyncBatchNorm where BatchNorm trains, with several processes (CUDA only)."""
+    if WORLD == 1 or not batchnorm_trains(model):
+        return model
+    if device.type != "cuda":
+        raise RunError(
+            "BatchNorm trains in train mode and SyncBatchNorm needs CUDA: "
+            "run one process on the CPU, or use batchnorm eval"
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 # --- optimizer, rates, metrics ------------------------------------------------
@@ -724,6 +806,16 @@ def evaluate(forward, val_batches, device, classes, epoch):
             cells = labels.to(torch.int64) * classes + predicted
             counts = torch.bincount(cells, minlength=classes**2)
             confusion += counts.view(classes, classes).cpu()
+    if WORLD > 1:  # every sum over all processes: each val image counted once
+        sums = summed([loss_sum, seen, correct, *hits.values()], device)
+        hits = {k: round(v) for k, v in zip(top, sums[3:], strict=True)}
+        loss_sum, seen, correct = sums[0], round(sums[1]), round(sums[2])
+        confusion = confusion.to(device)
+        dist.all_reduce(confusion)
+        confusion = confusion.cpu()
+        if not math.isfinite(loss_sum):
+            where = f"the validation of epoch {epoch}"
+            raise NonFiniteLoss(f"the loss is not finite at {where}")
     if seen == 0:
         raise RunError("no validation image could be read")
     return {
@@ -801,7 +893,7 @@ def pick_device(requested):
     if requested:
         return torch.device(requested)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", LOCAL_RANK)
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -810,11 +902,13 @@ def pick_device(requested):
 class Training:
     """The model, optimizer and loaders of the plan, and the state of the run."""
 
-    def __init__(self, args, out):
+    def __init__(self, args, out, device):
         self.out = out
         self.epochs = args.epochs or EPOCHS
-        self.device = pick_device(args.device)
-        self.quiet = args.quiet
+        self.device = device
+        self.quiet = args.quiet or not MAIN
+        if BATCH_SIZE % WORLD:
+            raise RunError(f"batch_size {BATCH_SIZE} cannot split in {WORLD} parts")
         # the order that spends the seed: data, backbone, weights, head, loaders
         torch.manual_seed(SEED)
         random.seed(SEED)
@@ -825,9 +919,13 @@ class Training:
                 f"the data has {len(self.classes)} classes, "
                 "the head 37: change the head's classes in the recipe"
             )
-        self.model = build_model(args.root).to(self.device)
+        self.model = for_processes(build_model(args.root), self.device).to(self.device)
         self.forward = self.model
         self.optimizer = build_optimizer(self.model)
+        if RANK > 0:  # its own random transforms and dropout, the same model
+            torch.manual_seed(SEED + 7919 * RANK)
+            random.seed(SEED + 7919 * RANK)
+        self.net_phase = None  # the span the DDP wrapper was made for
         cuda = self.device.type == "cuda"
         self.train_loader, self.val_loader = loaders(train_set, val_set, cuda)
         if len(self.train_loader) == 0:
@@ -843,6 +941,8 @@ class Training:
         self.skipped = {}  # unreadable images left out: path -> reason
 
     def write_start(self):
+        if not MAIN:
+            return
         save_text(self.out / "recipe.ftr", "".join(RECIPE_LINES))
         classes = {name: index for index, name in enumerate(self.classes)}
         save_json(self.out / "classes.json", classes)
@@ -855,11 +955,13 @@ class Training:
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rng_state(self.train_loader.generator),
+            "rng": gathered(rng_state(self.train_loader.generator)),
+            "processes": WORLD,
             "best": self.best,
             "early_stop": self.early_stop,
         }
-        save_tensors(self.out / "checkpoint.pt", state)
+        if MAIN:
+            save_tensors(self.out / "checkpoint.pt", state)
 
     def resume(self):
         path = self.out / "checkpoint.pt"
@@ -869,10 +971,13 @@ class Training:
                 f"{path} was written by another recipe or another --epochs; "
                 "resume with the same script and flags, or start again with --overwrite"
             )
+        if state.get("processes") != WORLD:
+            processes = state.get("processes")
+            raise RunError(f"{path} was written by {processes} processes, not {WORLD}")
         enter_phase(self.model, phase_of(state["epoch"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"], self.train_loader.generator)
+        restore_rng(state["rng"][RANK], self.train_loader.generator)
         self.best = state["best"]
         self.early_stop = state["early_stop"]
         self.start = state["epoch"] + 1
@@ -896,20 +1001,24 @@ class Training:
             ):
                 self.model.eval()
                 _, val_batches, forward = self.span(epoch)
+                if WORLD > 1:  # not through DDP: the val shards may differ in length
+                    forward = self.model
                 classes = len(self.classes)
                 row.update(evaluate(forward, val_batches, self.device, classes, epoch))
             row.update({f"lr/{group}": rate for group, rate in rates.items()})
             row["seconds"] = time.perf_counter() - began
             self.history.append(row)
             stop = self.after_evaluation(epoch, row)
-            lines = [json.dumps(row, allow_nan=False) + "\n" for row in self.history]
-            save_text(self.out / "metrics.jsonl", "".join(lines))
+            if MAIN:
+                lines = [json.dumps(r, allow_nan=False) + "\n" for r in self.history]
+                save_text(self.out / "metrics.jsonl", "".join(lines))
             self.save_checkpoint(epoch)
             self.report(row)
             if stop:
                 status = "early_stopped"
                 break
-        save_tensors(self.out / "model.pt", self.model.state_dict())
+        if MAIN:
+            save_tensors(self.out / "model.pt", self.model.state_dict())
         return status, epoch
 
     def span(self, epoch):
@@ -928,6 +1037,11 @@ class Training:
                     optimizer.state.pop(param, None)
         train_batches, _, forward = self.span(epoch)
         enter_phase(model, phase)
+        if WORLD > 1:
+            self.train_loader.sampler.set_epoch(epoch)
+            if self.net_phase != phase["first"]:  # a DDP wrapper fixes what trains
+                self.forward = forward = self.distributed()
+                self.net_phase = phase["first"]
         train_mode(model, phase)
         total, seen = 0.0, 0
         optimizer.zero_grad(set_to_none=True)
@@ -941,9 +1055,26 @@ class Training:
                 raise NonFiniteLoss(f"the loss is {loss.item()} at {where}")
             self.backward(loss)
             self.optimizer_step()
-            total += loss.item() * len(labels)
-            seen += len(labels)
+            if WORLD > 1:
+                value = loss.item()
+                finite = math.isfinite(value)
+                sums = [not finite, value * len(labels) if finite else 0.0, len(labels)]
+                bad, part, count = summed(sums, self.device)
+                if bad:
+                    where = f"epoch {epoch}, step {i + 1}"
+                    raise NonFiniteLoss(f"the loss is not finite at {where}")
+                total += part
+                seen += round(count)
+            else:
+                total += loss.item() * len(labels)
+                seen += len(labels)
         return total / max(seen, 1)
+
+    def distributed(self):
+        """A new DistributedDataParallel wrapper: the trainable set changed."""
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        net = DistributedDataParallel(self.model, device_ids=ids)
+        return net
 
     def backward(self, loss):
         loss.backward()
@@ -959,7 +1090,8 @@ class Training:
         old = self.best["value"] if self.best else None
         if value is not None and better(BEST, value, old):
             self.best = {"metric": BEST, "value": value, "epoch": epoch}
-            save_tensors(self.out / "best.pt", self.model.state_dict())
+            if MAIN:
+                save_tensors(self.out / "best.pt", self.model.state_dict())
         value = row.get(f"val_{EARLY_STOP['metric']}")
         if value is None:
             return False
@@ -985,7 +1117,7 @@ def prepare(out, args):
     finished = (out / "summary.json").exists()
     started = (out / "checkpoint.pt").exists()
     if args.overwrite:
-        for name in RUN_FILES:
+        for name in RUN_FILES if MAIN else ():
             (out / name).unlink(missing_ok=True)
     elif finished:
         if args.resume:
@@ -1032,11 +1164,15 @@ def main(argv=None):
     args = arguments(argv)
     out = Path(args.out or OUTPUT)
     try:
+        device = pick_device(args.device)
+        start_processes(device)
         resuming = prepare(out, args)
+        if WORLD > 1:
+            dist.barrier()  # process 0 has made (or cleared) the folder
         if resuming is None:
             print(f"{out} holds a finished run: nothing to resume", file=sys.stderr)
             return 0
-        run = Training(args, out)
+        run = Training(args, out, device)
         if resuming:
             run.resume()
         else:
@@ -1059,6 +1195,10 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 130
+    skipped = set().union(*gathered(sorted(run.skipped)))  # each file once
+    stop_processes()
+    if not MAIN:
+        return 0
     summary = {
         "recipe": NAME,
         "status": status,
@@ -1066,7 +1206,7 @@ def main(argv=None):
         "of_epochs": run.epochs,
         "final": run.history[-1] if run.history else {},
         "best": run.best,
-        "skipped_images": len(run.skipped),
+        "skipped_images": len(skipped),
         "seconds": time.perf_counter() - started,
         "device": str(run.device),
         "plan": PLAN_DIGEST,
