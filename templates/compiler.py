@@ -218,7 +218,7 @@ def data_context(plan: Plan) -> dict:
         "train_source": source_literal(data.train),
         "val_source": source_literal(data.val),
         "kinds": kinds,
-        "torchvision": torchvision_call(named[0]) if named else None,
+        "torchvision": {s.name: torchvision_call(s) for s in named},
         "train_transforms": [transform_call(t) for t in pre.train],
         "eval_transforms": [transform_call(t) for t in pre.eval],
         "mean": pre.mean,
