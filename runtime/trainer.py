@@ -137,11 +137,13 @@ class Trainer:
             )
         world, size = state.get("world", 1), self.dist.world.size
         if world != size:
+            how = "in one process (ftr run ... --resume, no --nproc, no torchrun)"
+            if world > 1:
+                how = f"in {world} (ftr run --nproc {world} ... --resume, or torchrun with as many)"
             raise WorldMismatch(
                 f"{self.out / 'checkpoint.pt'} was written by a run of {world} process{'es' if world > 1 else ''}, "
                 f"and this one has {size}: its data order and random streams are those of {world}; resume it "
-                f"with {world} (ftr run --nproc {world} ... --resume, or torchrun with as many), "
-                "or start again with --overwrite"
+                f"{how}, or start again with --overwrite"
             )
         enter_phase(self.model, self.plan.phase_of(state["epoch"]))
         self.model.load_state_dict(state["model"])

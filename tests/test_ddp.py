@@ -30,7 +30,7 @@ from runtime import distributed
 from runtime.distributed import Distributed, DistributedError, Shard, sync_batchnorm
 from runtime.model import build_model
 from runtime.run import RunError, RunRequest, run
-from runtime.trainer import NonFiniteLoss, Trainer, UnsupportedSetting
+from runtime.trainer import NonFiniteLoss, Trainer, UnsupportedSetting, WorldMismatch
 from runtime.world import World
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -359,6 +359,12 @@ def test_a_world_of_one_is_the_plain_run(image_data, capsys, monkeypatch):
     assert [compared(r) for r in plain] == [compared(r) for r in launched]
     assert "processes" not in json.loads((image_data / "torchrun" / "summary.json").read_text())
     assert "world" not in weights(image_data / "torchrun" / "checkpoint.pt")
+
+    # and its checkpoint resumes in one process only: two would draw other data and numbers
+    two = Trainer(plan, image_data / "plain", "cpu", dist=Distributed(World(2, 0, 0, 2, launched=True)))
+    two.setup()
+    with pytest.raises(WorldMismatch, match="a run of 1 process, and this one has 2.*resume it in one process"):
+        two.resume()
 
 
 def test_val_shards_take_every_item_once():
