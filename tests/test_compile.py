@@ -28,7 +28,7 @@ from conftest import make_image_folder
 from hypothesis import given, settings
 from test_docs import EXAMPLES, _whole
 from test_fuzz import FUZZ, mutated_recipes
-from test_run import assert_rows_close, metrics, recipe_text, run_ok, weights, write_recipe
+from test_run import RESUME_RECIPE, assert_rows_close, metrics, recipe_text, run_ok, weights, write_recipe
 from test_runtime_data import TinyDataset
 
 import recipe_lang
@@ -460,40 +460,10 @@ def test_failures_are_messages_and_keep_the_last_checkpoint(capsys, image_data, 
     assert "the data has 4 classes, the head 5" in capsys.readouterr().err
 
 
-RESUME_RECIPE = """recipe "resume"
-seed 1
-model {
-  backbone resnet18
-  head linear(classes=4)
-}
-data {
-  train imagefolder("big/train")
-  val split(0.25)
-  batch_size 8
-  train_transforms random_resized_crop(32), hflip()
-  eval_transforms resize(32)
-}
-train {
-  epochs 4
-  optimizer adamw(weight_decay=0.05)
-  lr head=3e-3, rest=1e-3
-  schedule cosine(warmup=1)
-  freeze all except head
-  at epoch 3 unfreeze layer4 warmup=1
-  label_smoothing 0.1
-}
-evaluate {
-  metrics loss, accuracy
-  best accuracy
-  early_stop patience=10
-}
-"""
-
-
 def test_script_resumes_after_sigkill_and_ctrl_c(capsys, tmp_path, monkeypatch):
     """Killed after its first checkpoint, then resumed: the uninterrupted run's numbers
     and weights. Ctrl-C: exit 130, how to resume, nothing half-written."""
-    make_image_folder(tmp_path / "big" / "train", per_class=20, size=48, seed=3)
+    make_image_folder(tmp_path / "big" / "train", per_class=20, size=64, seed=3)
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "t.py"
     compile_to(capsys, write_recipe(tmp_path, RESUME_RECIPE), script)
