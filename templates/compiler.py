@@ -29,7 +29,6 @@ from .code import Call, Code, render
 from .literals import comment, identifier, py
 
 TEMPLATES = Path(__file__).parent
-TRANSFORMS_SIGNATURE = "ToImage -> the transforms in order -> ToDtype(float32, scale=True) -> Normalize"
 
 
 class CompileError(Exception):

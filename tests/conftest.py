@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 COLOURS = [(230, 40, 40), (40, 200, 40), (40, 40, 230), (230, 230, 40), (200, 40, 200), (40, 200, 200)]
@@ -38,3 +39,13 @@ def image_data(tmp_path) -> Path:
     make_image_folder(tmp_path / "data" / "train", per_class=8, seed=1)
     make_image_folder(tmp_path / "data" / "val", per_class=3, seed=2)
     return tmp_path
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread: on a shared 2-core machine its thread pool is many times
+    slower, and the parity tests compare runs made with the same thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -43,12 +43,7 @@ GOLDEN = Path(__file__).parent / "expected_scripts"
 GOLDEN_RECIPES = ("seed_loop", "pets_resnet50")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def compile_to(capsys, recipe, script, *extra) -> str:

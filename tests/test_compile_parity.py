@@ -34,6 +34,8 @@ import pytest
 import torch
 import torchvision
 from conftest import make_image_folder
+from test_run import assert_rows_close, metrics
+from test_run import weights as state_dict
 
 from recipe_lang.cli import main
 
@@ -100,29 +102,6 @@ def ftr_in(cwd: Path, *args) -> tuple[int, str]:
     finally:
         torch.set_num_threads(threads)
     return code, err.getvalue()
-
-
-def metrics(out: Path) -> list[dict]:
-    def strict(constant):
-        raise ValueError(f"not strict JSON: {constant}")
-
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line, parse_constant=strict) for line in lines if line.strip()]
-
-
-def assert_rows_close(got: list[dict], expected: list[dict]) -> None:
-    """The same epochs, the same keys, every number within 1e-6 relative (`seconds` aside)."""
-    got = [{k: v for k, v in row.items() if k != "seconds"} for row in got]
-    expected = [{k: v for k, v in row.items() if k != "seconds"} for row in expected]
-    assert [row["epoch"] for row in got] == [row["epoch"] for row in expected]
-    for x, y in zip(got, expected, strict=True):
-        assert x.keys() == y.keys(), x["epoch"]
-        for key in x:
-            assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-12), (x["epoch"], key)
-
-
-def state_dict(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # --- the cases ---------------------------------------------------------------------

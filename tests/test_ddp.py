@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_image_folder
+from test_run import CONTRACT
 from torch.utils.data import RandomSampler, SequentialSampler
 
 import recipe_lang
@@ -34,16 +35,7 @@ from runtime.trainer import NonFiniteLoss, Trainer, UnsupportedSetting, WorldMis
 from runtime.world import World
 
 ROOT = Path(__file__).resolve().parent.parent
-ONLY_PROCESS_0_WRITES = {
-    "recipe.ftr",
-    "plan.txt",
-    "metrics.jsonl",
-    "classes.json",
-    "model.pt",
-    "best.pt",
-    "checkpoint.pt",
-    "summary.json",
-}
+ONLY_PROCESS_0_WRITES = set(CONTRACT)
 
 # Two processes must compute what one does: batch 16 as 2 micro-batches of 8 (accumulate
 # 2, so no_sync is used), over 32 images: one step per epoch on the whole set, whose
@@ -118,12 +110,7 @@ evaluate {
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def env() -> dict:

@@ -37,7 +37,7 @@ from runtime.optim import build_optimizer
 ROOT = Path(__file__).resolve().parent.parent
 SEED_LOOP_PY = ROOT / "reference" / "seed_loop.py"
 SEED_LOOP_FTR = ROOT / "recipes" / "seed_loop.ftr"
-CONTRACT = (
+CONTRACT = (  # the run folder of design.md
     "recipe.ftr",
     "plan.txt",
     "metrics.jsonl",
@@ -51,12 +51,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- helpers -------------------------------------------------------------------
