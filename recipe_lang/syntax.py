@@ -107,15 +107,20 @@ def parse_document(text: str, filename: str = "<recipe>") -> Document:
             if diagnostics and recover.diagnostic.span == diagnostics[-1].span:
                 break
             diagnostics.append(recover.diagnostic)
-            if recover.line is None:
+            if recover.text is not None:
+                current = recover.text
+            elif recover.line is None:
                 break
-            current = _blank_line(current, recover.line)
+            else:
+                current = _blank_line(current, recover.line)
     raise RecipeError(diagnostics, text, filename)
 
 
 class _Recover(Exception):
-    def __init__(self, diagnostic: Diagnostic, line: int | None):
-        self.diagnostic, self.line = diagnostic, line
+    """A syntax error, and how to go on: blank `line`, or parse `text` instead (None: stop)."""
+
+    def __init__(self, diagnostic: Diagnostic, line: int | None, text: str | None = None):
+        self.diagnostic, self.line, self.text = diagnostic, line, text
 
 
 def _parse_once(current: str, diagnostics: list, text: str, filename: str) -> Document:
@@ -144,6 +149,9 @@ def _parse_once(current: str, diagnostics: list, text: str, filename: str) -> Do
         unclosed = _unclosed_bracket(error, newlines.open)
         if unclosed:
             raise _Recover(unclosed, None) from None
+        block = _unclosed_block_at(error, current)
+        if block:
+            raise block from None
         line = None if isinstance(error, UnexpectedEOF) or _at_end(error, current) else error.line
         raise _Recover(syntax_diagnostic(error, current), line) from None
     except VisitError as error:
@@ -155,6 +163,57 @@ def _parse_once(current: str, diagnostics: list, text: str, filename: str) -> Do
 
 
 _CLOSING = {"(": ")", "[": "]"}
+
+
+def _open_blocks(text: str) -> tuple[Token, Token | None] | None:
+    """The first block left open: its name, and the name of the block that starts
+    inside it (None: it is still open at the end). Blocks do not nest."""
+    parser, _, _ = _parser()
+    name = opened = None
+    try:
+        for token in parser.lex(text):
+            if token.type == "LBRACE":
+                if opened is not None:
+                    return opened, name
+                opened = name
+            elif token.type == "RBRACE":
+                opened = None
+            name = token if token.type == "NAME" else None
+    except (UnexpectedInput, _TooDeep):
+        return None
+    return (opened, None) if opened is not None else None
+
+
+def _unclosed_block_at(error: UnexpectedInput, text: str) -> _Recover | None:
+    """A missing '}': named at the block it leaves open, if the parse failed where
+    the next block starts or at the end of the file."""
+    found = _open_blocks(text)
+    if found is None:
+        return None
+    opened, following = found
+    token = getattr(error, "token", None)
+    failed_at = (token.line or 0) if token is not None and token.type not in ("$END",) else None
+    at_end = isinstance(error, UnexpectedEOF) or failed_at is None or _at_end(error, text)
+    if following is None and not at_end or following is not None and (at_end or failed_at < following.line):
+        return None
+    span = Span(opened.line, opened.column, opened.line, opened.end_column)
+    message = f"block '{opened}' opened on line {opened.line} is never closed"
+    if following is None:
+        return _Recover(Diagnostic(message, span, hint="close it with '}' at the end of the file"), None)
+    diagnostic = Diagnostic(message, span, hint=f"close it with '}}' before '{following} {{' on line {following.line}")
+    recovered = _closed_before(text, following.line) if following.line > opened.line else None
+    return _Recover(diagnostic, None, recovered)
+
+
+def _closed_before(text: str, line: int) -> str | None:
+    """The text with the missing '}' added on the line before `line`, every other
+    position unchanged; None where that line may hold a comment."""
+    lines = text.split("\n")
+    before = lines[line - 2]
+    if "#" in before:
+        return None
+    lines[line - 2] = before + " }" if before.strip() else before + "}"
+    return "\n".join(lines)
 
 
 def _unclosed_bracket(error: UnexpectedInput, open_brackets: list[Token]) -> Diagnostic | None:

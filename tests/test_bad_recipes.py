@@ -178,8 +178,9 @@ def test_render_shows_the_right_line_after_a_form_feed():
 def test_end_of_file_position_counts_only_newlines():
     text = '# a comment with \u2028 in it\nrecipe "x"\nmodel {\n  backbone resnet18'
     (diagnostic,) = _errors(text, "eof.ftr").errors
-    assert "end of file" in diagnostic.message
-    assert (diagnostic.span.line, diagnostic.span.column) == (4, len("  backbone resnet18") + 1)
+    assert diagnostic.message == "block 'model' opened on line 3 is never closed"
+    assert diagnostic.hint == "close it with '}' at the end of the file"
+    assert (diagnostic.span.line, diagnostic.span.column) == (3, 1)
 
 
 def test_nul_character_is_named_once_quoted():
