@@ -7,7 +7,7 @@ import json
 import sys
 
 from . import __version__, load, read_source
-from .diagnostics import RecipeError
+from .diagnostics import RecipeError, UsageError
 from .files import atomic_write_text
 
 NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away from them)"
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="open neither the data nor weight files (for recipes checked away from them)",
     )
+    check.add_argument("-q", "--quiet", action="store_true", help="print nothing for a recipe that is fine")
     _add_set(check)
     check.set_defaults(run=_check)
 
@@ -108,8 +109,10 @@ def _add_set(parser):
     )
 
 
-def _report(error: RecipeError) -> None:
+def _report(error: RecipeError) -> int:
+    """Print the diagnostics; the exit status: 2 for a command-line mistake, else 1."""
     print(error.render(), file=sys.stderr)
+    return 2 if isinstance(error, UsageError) else 1
 
 
 def _warn(recipe) -> None:
@@ -118,19 +121,23 @@ def _warn(recipe) -> None:
 
 
 def _check(args) -> int:
-    failed = False
+    status = 0
     for file in args.files:
         try:
             recipe = load(file, args.overrides)
+            checked = "syntax and values (--syntax: the model is not checked)"
             if not args.syntax:
                 from .resolve import resolve
+                from .resolve.table import check_summary
 
-                resolve(recipe, data=not args.no_data, weights_file=not args.no_data)
+                checked = check_summary(resolve(recipe, data=not args.no_data, weights_file=not args.no_data))
             _warn(recipe)
         except RecipeError as error:
-            _report(error)
-            failed = True
-    return 1 if failed else 0
+            status = max(status, _report(error))
+            continue
+        if not args.quiet:
+            print(f"{file}: ok: {checked}")
+    return status
 
 
 def _plan(args) -> int:
@@ -141,8 +148,7 @@ def _plan(args) -> int:
         recipe = load(args.file, args.overrides)
         plan = resolve(recipe, data=not args.no_data, weights_file=not args.no_data)
     except RecipeError as error:
-        _report(error)
-        return 1
+        return _report(error)
     _warn(recipe)
     print(plan.model_dump_json(indent=2) if args.json else plan_table(plan))
     return 0
@@ -156,6 +162,13 @@ def _run(args) -> int:
     except ValueError as error:
         print(f"ftr run: error: {error}", file=sys.stderr)
         return 2
+    if args.device:
+        from runtime.device import device_error
+
+        problem = device_error(args.device)
+        if problem:
+            print(f"ftr run: error: {problem}", file=sys.stderr)
+            return 2
     if args.nproc is not None:
         if world.launched:
             print(
@@ -179,7 +192,7 @@ def _run(args) -> int:
     except RecipeError as error:
         if world.main:  # every process resolves the same recipe
             _report(error)
-        return 1
+        return 2 if isinstance(error, UsageError) else 1
     except RunError as error:
         if world.main or error.local:
             where = f" (process {world.rank} of {world.size})" if error.local and world.distributed else ""
@@ -217,8 +230,7 @@ def _launch(args) -> int:
     try:
         recipe = load(args.file, args.overrides)
     except RecipeError as error:
-        _report(error)
-        return 1
+        return _report(error)
     split = batch_error(recipe.data.batch_size, args.nproc)
     if split:
         print(f"ftr run: error: {split}", file=sys.stderr)
@@ -250,8 +262,7 @@ def _compile(args) -> int:
         recipe = load(args.file, args.overrides)
         plan = resolve(recipe, data=False, weights_file=False)
     except RecipeError as error:
-        _report(error)
-        return 1
+        return _report(error)
     _warn(recipe)
     script = compile_plan(plan, recipe.source, recipe.filename, tuple(args.overrides))
     if args.output == "-":

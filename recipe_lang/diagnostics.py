@@ -118,6 +118,11 @@ class RecipeError(Exception):
         return "\n\n".join(shown)
 
 
+class UsageError(RecipeError):
+    """A mistake on the command line rather than in the recipe (a malformed or
+    unknown --set): the command exits 2."""
+
+
 def did_you_mean(word: str, choices) -> str | None:
     """'did you mean ...?' for the closest of choices, or None."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -12,7 +12,7 @@ import re
 
 from . import nodes as n
 from .build import BLOCKS, STATEMENTS, TOP_LEVEL
-from .diagnostics import Diagnostic, RecipeError, Span, did_you_mean
+from .diagnostics import Diagnostic, RecipeError, Span, UsageError, did_you_mean
 from .syntax import parse_document
 
 
@@ -31,8 +31,8 @@ def apply_overrides(doc: n.Document, overrides: list[str]) -> n.Document:
             items = _apply(items, text)
         except RecipeError as error:
             problems += error.diagnostics
-    if problems:
-        raise RecipeError(problems, "", "--set")
+    if problems:  # the command line is wrong, whatever the recipe says
+        raise UsageError(problems, "", "--set")
     return n.Document(items, doc.comments)
 
 

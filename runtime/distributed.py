@@ -119,7 +119,7 @@ class Distributed:
 
     def pick_device(self, requested: str | None) -> torch.device:
         """cuda:LOCAL_RANK on CUDA, else the CPU; nothing else runs several processes."""
-        from .model import pick_device
+        from .device import pick_device
 
         if not self.enabled:
             return pick_device(requested)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torchvision
 from torch import nn
 
@@ -44,13 +43,3 @@ def train_mode(model: nn.Module, phase: Phase) -> None:
     model.train()
     for path in phase.bn_eval:
         model.get_submodule(path).eval()
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

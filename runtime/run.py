@@ -123,6 +123,7 @@ def _run(request: RunRequest, dist: Distributed, plan, source: str, out: Path, p
         "best": outcome.best,
         "skipped_images": outcome.skipped_images,
         "seconds": outcome.seconds,
+        "session_seconds": outcome.session_seconds,
         "device": str(trainer.device),
         "plan": plan.digest(),
         "overrides": list(request.overrides),

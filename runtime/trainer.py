@@ -60,7 +60,8 @@ class Outcome:
     final: dict
     best: dict | None
     skipped_images: int
-    seconds: float
+    seconds: float  # training time over every session of the run
+    session_seconds: float  # this session's
     history: list = field(default_factory=list)
 
 
@@ -124,6 +125,8 @@ class Trainer:
         self.cached: CachedSpan | None = None
         self.best: dict | None = None
         self.start_epoch, self.global_step, self.history = 1, 0, []
+        self.seconds_before = 0.0  # training time of the sessions before this one
+        self.began = time.perf_counter()
 
     # --- resume ----------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class Trainer:
         self.best = state["best"]
         self.start_epoch = state["epoch"] + 1
         self.global_step = state["global_step"]
+        self.seconds_before = state.get("seconds", 0.0)
         self.history = [row for row in _read_metrics(self.out) if row["epoch"] <= state["epoch"]]
 
     def save_checkpoint(self, epoch: int) -> None:
@@ -176,6 +180,7 @@ class Trainer:
             "rng": rng,
             "best": self.best,
             "early_stop": self.early_stop.state() if self.early_stop else None,
+            "seconds": self.seconds_before + time.perf_counter() - self.began,
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -213,7 +218,7 @@ class Trainer:
 
     def _train(self) -> Outcome:
         plan = self.plan
-        started = time.perf_counter()
+        self.began = time.perf_counter()
         stopped = self.early_stop is not None and self.early_stop.should_stop
         status = "early_stopped" if stopped else "finished"
         epoch = self.start_epoch - 1
@@ -242,7 +247,8 @@ class Trainer:
         if self.dist.main:
             ckpt.save_tensors(self.out / "model.pt", self.model.state_dict())
         final = self.history[-1] if self.history else {}
-        return Outcome(status, epoch, final, self.best, skipped, time.perf_counter() - started, self.history)
+        session = time.perf_counter() - self.began
+        return Outcome(status, epoch, final, self.best, skipped, self.seconds_before + session, session, self.history)
 
     def _evaluates(self, epoch: int) -> bool:
         every = self.plan.evaluate.every

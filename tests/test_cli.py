@@ -79,13 +79,36 @@ def pets_with(tmp_path: Path, old: str, new: str, name: str = "pets.ftr") -> Pat
 # --- check ---------------------------------------------------------------------
 
 
+SYNTAX_OK = "ok: syntax and values (--syntax: the model is not checked)"
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
-def test_check_syntax_on_good_recipes_is_silent(capsys, recipe):
-    assert run(capsys, "check", "--syntax", str(recipe)) == (0, "", "")
+def test_check_syntax_on_good_recipes_says_ok(capsys, recipe):
+    assert run(capsys, "check", "--syntax", str(recipe)) == (0, f"{recipe}: {SYNTAX_OK}\n", "")
+    assert run(capsys, "check", "--syntax", "--quiet", str(recipe)) == (0, "", "")
 
 
 def test_check_syntax_on_all_recipes_at_once(capsys):
-    assert run(capsys, "check", "--syntax", *map(str, RECIPES)) == (0, "", "")
+    code, out, err = run(capsys, "check", "--syntax", *map(str, RECIPES))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [f"{recipe}: {SYNTAX_OK}" for recipe in RECIPES]
+
+
+def test_check_says_what_it_checked_against_the_model(capsys):
+    code, out, err = run(capsys, "check", "--no-data", str(PETS), str(SEED))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{PETS}: ok: resnet50, 24.58M parameters; 4 groups (head, top, middle, base); 4 spans over 12 epochs",
+        f"{SEED}: ok: resnet18, 11.18M parameters; 2 groups (head, rest); 1 span over 10 epochs",
+    ]
+
+
+def test_check_prints_ok_only_for_the_files_that_are(capsys, tmp_path):
+    bad = pets_with(tmp_path, "  optimizer adamw", "  optimiser adamw")
+    code, out, err = run(capsys, "check", "--syntax", str(bad), str(SEED))
+    assert code == 1
+    assert out == f"{SEED}: {SYNTAX_OK}\n"
+    assert err.startswith(f"{bad}:29:3: error: unknown statement 'optimiser'")
 
 
 def test_bad_recipe_prints_the_design_format(capsys, tmp_path):
@@ -131,7 +154,7 @@ def test_several_files_all_reported_and_exit_1_if_any_fails(capsys, tmp_path):
     two = pets_with(tmp_path, "best accuracy", "best f1", "two.ftr")
     code, out, err = run(capsys, "check", "--syntax", str(SEED), str(one), str(PETS), str(two))
     assert code == 1
-    assert out == ""
+    assert out == f"{SEED}: {SYNTAX_OK}\n{PETS}: {SYNTAX_OK}\n"
     assert f"{one}:{where(one, 'epochs 0', '0')}: error: invalid epochs" in err
     assert f"{two}:{where(two, 'best f1', 'f1')}: error: 'best' names a metric that is not measured" in err
     assert err.index(str(one)) < err.index(str(two))
@@ -142,7 +165,7 @@ def test_missing_file_is_a_clean_error(capsys, tmp_path):
     missing = tmp_path / "nope.ftr"
     code, out, err = run(capsys, "check", "--syntax", str(missing), str(SEED))
     assert code == 1
-    assert out == ""
+    assert out == f"{SEED}: {SYNTAX_OK}\n"
     assert err == f"{missing}: error: cannot read recipe: No such file or directory\n"
 
 
@@ -150,7 +173,7 @@ def test_utf8_byte_order_mark_is_accepted(capsys, tmp_path):
     """Editors on Windows start UTF-8 files with a byte-order mark."""
     path = tmp_path / "bom.ftr"
     path.write_bytes(b"\xef\xbb\xbf" + SEED.read_bytes())
-    assert run(capsys, "check", "--syntax", str(path)) == (0, "", "")
+    assert run(capsys, "check", "--syntax", "-q", str(path)) == (0, "", "")
     assert run(capsys, "fmt", "--check", str(path))[0] == 0
 
 
@@ -194,7 +217,7 @@ def test_version(capsys):
 
 
 def test_set_accepted_and_applied(capsys):
-    assert run(capsys, "check", "--syntax", "--set", "train.epochs=3", str(SEED)) == (0, "", "")
+    assert run(capsys, "check", "--syntax", "--set", "train.epochs=3", str(SEED)) == (0, f"{SEED}: {SYNTAX_OK}\n", "")
     assert load(SEED, ["train.epochs=3"]).train.epochs == 3
     recipe = load(SEED, ["train.epochs=3", "seed=11", "data.val=split(0.3)"])
     assert (recipe.seed, recipe.data.val.fraction) == (11, 0.3)
@@ -208,8 +231,9 @@ def test_set_that_breaks_the_recipe_is_reported_in_the_file(capsys):
 
 
 def test_set_unknown_key_names_it_with_a_suggestion(capsys):
+    """A mistake of the command line, not of the recipe: a usage error (exit 2)."""
     code, out, err = run(capsys, "check", "--syntax", "--set", "train.epoch=3", str(PETS))
-    assert code == 1
+    assert code == 2
     assert out == ""
     assert "unknown key 'train.epoch' in --set" in err
     assert "did you mean 'train.epochs'?" in err
@@ -226,7 +250,7 @@ def test_set_bad_value_points_into_the_override(capsys):
 
 def test_set_syntax_error_points_into_the_override(capsys):
     code, _, err = run(capsys, "check", "--syntax", "--set", "train.epochs=3 4", str(SEED))
-    assert code == 1
+    assert code == 2
     assert err.startswith("--set train.epochs:1:10: error: unexpected number 4\n")
     assert "1 | epochs 3 4\n" in err
 
@@ -234,13 +258,13 @@ def test_set_syntax_error_points_into_the_override(capsys):
 def test_set_value_with_a_second_statement_is_an_error(capsys):
     """A newline in a value would otherwise drop everything after it."""
     code, _, err = run(capsys, "check", "--syntax", "--set", "train.epochs=3\nlr 5", str(SEED))
-    assert code == 1
+    assert code == 2
     assert "--set train.epochs: the value spans several lines" in err
 
 
 def test_set_without_equals_is_an_error(capsys):
     code, _, err = run(capsys, "check", "--syntax", "--set", "epochs", str(PETS))
-    assert code == 1
+    assert code == 2
     assert "invalid --set 'epochs'" in err
 
 
@@ -317,7 +341,7 @@ def test_fmt_stdin_to_stdout():
 def test_process_exit_codes(tmp_path):
     bad = pets_with(tmp_path, "  optimizer adamw", "  optimiser adamw")
     good = ftr("check", "--syntax", str(SEED))
-    assert (good.returncode, good.stdout, good.stderr) == (0, "", "")
+    assert (good.returncode, good.stdout, good.stderr) == (0, f"{SEED}: {SYNTAX_OK}\n", "")
     failed = ftr("check", "--syntax", str(bad))
     assert failed.returncode == 1
     assert failed.stderr.startswith(f"{bad}:29:3: error: unknown statement 'optimiser' in train\n")
@@ -325,6 +349,9 @@ def test_process_exit_codes(tmp_path):
     assert ftr("chek", str(SEED)).returncode == 2
     assert ftr("check").returncode == 2
     assert ftr().returncode == 2
+    for override in ("train.epochs", "train.epoch=3"):
+        wrong = ftr("check", "--syntax", "--set", override, str(SEED))
+        assert wrong.returncode == 2 and wrong.stdout == "" and "Traceback" not in wrong.stderr, override
 
 
 def test_process_runs_from_another_directory(tmp_path):
@@ -365,4 +392,4 @@ def test_syntax_check_and_fmt_import_no_torch(tmp_path, calls, codes):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(codes)
+    assert result.stdout.strip().splitlines()[-1] == str(codes)

@@ -455,6 +455,18 @@ def test_failures_are_messages_and_keep_the_last_checkpoint(capsys, image_data, 
     assert "the data has 4 classes, the head 5" in capsys.readouterr().err
 
 
+def test_script_refuses_an_unusable_device_before_making_anything(capsys, image_data, monkeypatch):
+    monkeypatch.chdir(image_data)
+    script = image_data / "t.py"
+    compile_to(capsys, write_recipe(image_data, recipe_text(epochs=1)), script)
+    for device, message in (("tpu", "unknown device 'tpu'"), ("xla", "runs on cpu, cuda or mps")):
+        with pytest.raises(SystemExit) as exit_:
+            run_script(script, "--out", "out", "--device", device)
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (image_data / "out").exists()
+
+
 def test_script_resumes_after_sigkill_and_ctrl_c(capsys, tmp_path, monkeypatch):
     """Killed after its first checkpoint, then resumed: the uninterrupted run's numbers
     and weights. Ctrl-C: exit 130, how to resume, nothing half-written."""
@@ -489,6 +501,8 @@ def test_script_resumes_after_sigkill_and_ctrl_c(capsys, tmp_path, monkeypatch):
         assert 1 <= len(metrics(tmp_path / out)) < 4, "the run should stop in the middle"
         summary = script_ok(capsys, script, tmp_path / out, "--resume")
         assert summary["best"] == full["best"]
+        assert summary["seconds"] >= sum(row["seconds"] for row in metrics(tmp_path / out)), out
+        assert summary["session_seconds"] < summary["seconds"], out
         assert_rows_close(metrics(tmp_path / out), metrics(tmp_path / "full"))
         for name in ("model.pt", "best.pt"):
             got, expected = weights(tmp_path / out / name), weights(tmp_path / "full" / name)

@@ -386,6 +386,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_run(tmp_path, capsys, monk
     reference = run_ok(capsys, recipe, tmp_path / "full")
     assert summary["status"] == reference["status"] == "finished"
     assert summary["best"] == reference["best"]
+    # seconds: the training time of both sessions, every logged epoch's time included
+    assert summary["seconds"] >= sum(row["seconds"] for row in metrics(killed))
+    assert summary["session_seconds"] < summary["seconds"]
+    assert reference["session_seconds"] == reference["seconds"]
     assert_rows_close(metrics(killed), metrics(tmp_path / "full"))
     for name in ("model.pt", "best.pt"):
         got, expected = weights(killed / name), weights(tmp_path / "full" / name)
@@ -412,6 +416,24 @@ def test_ctrl_c_saves_nothing_half_written_and_says_how_to_resume(tmp_path, caps
     reference = run_ok(capsys, recipe, tmp_path / "full")
     assert summary["status"] == reference["status"] == "finished"
     assert_rows_close(metrics(out), metrics(tmp_path / "full"))
+
+
+UNUSABLE_DEVICES = [
+    ("tpu", "unknown device 'tpu': use cpu, cuda, cuda:N or mps"),
+    ("xla", "--device xla: ftr runs on cpu, cuda or mps"),
+    ("cuda:99", "CUDA is not available" if not torch.cuda.is_available() else "CUDA device(s), cuda:0 to"),
+]
+
+
+@pytest.mark.parametrize("device, message", UNUSABLE_DEVICES, ids=[d for d, _ in UNUSABLE_DEVICES])
+def test_unusable_device_is_a_usage_error_before_anything_is_made(image_data, capsys, monkeypatch, device, message):
+    monkeypatch.chdir(image_data)
+    recipe = write_recipe(image_data, recipe_text(epochs=1))
+    code, out, err = ftr(capsys, "run", recipe, "--out", "out", "--device", device)
+    assert (code, out) == (2, "")
+    assert err.startswith("ftr run: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (image_data / "out").exists()
 
 
 # --- 4. folder rules ---------------------------------------------------------------

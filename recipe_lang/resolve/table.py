@@ -21,6 +21,20 @@ def plan_table(plan: Plan) -> str:
     return "\n\n".join([_header(plan), _groups(plan), _phases(plan) + "\n" + _cache(plan)]) + "\n"
 
 
+def check_summary(plan: Plan) -> str:
+    """What `ftr check` verified, in one line: the model, its groups, its spans of epochs."""
+    groups = [g.name for g in plan.groups if g.numel]
+    spans = len(plan.phases)
+    parts = [
+        f"{plan.backbone}, {count(plan.total_params)} parameters",
+        f"{len(groups)} group{'s' if len(groups) != 1 else ''} ({', '.join(groups)})",
+        f"{spans} span{'s' if spans != 1 else ''} over {plan.epochs} epochs",
+    ]
+    if plan.classes is not None:
+        parts.append(f"{len(plan.classes)} classes in the data")
+    return "; ".join(parts)
+
+
 def _cache(plan: Plan) -> str:
     """Which spans train the head on features computed once, or why none does."""
     spans = [_span(p) for p in plan.phases if p.cache]

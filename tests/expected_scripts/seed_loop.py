@@ -597,6 +597,24 @@ def restore_rng(state, generator):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def device_error(requested):
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        return f"unknown device '{requested}': use cpu, cuda, cuda:N or mps"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"--device {requested}: CUDA is not available on this machine"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return f"--device {requested}: this machine has {count} CUDA device(s)"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        return f"--device {requested}: MPS is not available on this machine"
+    elif device.type not in ("cpu", "cuda", "mps"):
+        return f"--device {requested}: this script runs on cpu, cuda or mps"
+    return None
+
+
 def pick_device(requested):
     if requested:
         return torch.device(requested)
@@ -646,6 +664,8 @@ class Training:
         self.best = None  # {"metric", "value", "epoch"} of best.pt
         self.early_stop = {"best": None, "bad": 0}
         self.history = []  # the rows of metrics.jsonl
+        self.seconds_before = 0.0  # training time of the sessions before this one
+        self.began = time.perf_counter()  # when this session's training began
         self.skipped = {}  # unreadable images left out: path -> reason
 
     def write_start(self):
@@ -667,6 +687,7 @@ class Training:
             "processes": WORLD,
             "best": self.best,
             "early_stop": self.early_stop,
+            "seconds": self.seconds_before + time.perf_counter() - self.began,
         }
         if MAIN:
             save_tensors(self.out / "checkpoint.pt", state)
@@ -690,12 +711,14 @@ class Training:
         self.early_stop = state["early_stop"]
         self.start = state["epoch"] + 1
         self.step = state["step"]
+        self.seconds_before = state.get("seconds", 0.0)
         lines = (self.out / "metrics.jsonl").read_text().splitlines()
         rows = [json.loads(line) for line in lines if line.strip()]
         self.history = [row for row in rows if row["epoch"] <= state["epoch"]]
 
     def train(self):
         """Train from self.start to the end (or an early stop); the status and epochs done."""
+        self.began = time.perf_counter()
         status = "finished"
         epoch = self.start - 1
         last = self.epochs
@@ -849,6 +872,8 @@ def arguments(argv):
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be at least 1")
+    if args.device and device_error(args.device):
+        parser.error(device_error(args.device))
     return args
 
 
@@ -899,7 +924,8 @@ def main(argv=None):
         "final": run.history[-1] if run.history else {},
         "best": run.best,
         "skipped_images": len(skipped),
-        "seconds": time.perf_counter() - started,
+        "seconds": run.seconds_before + time.perf_counter() - started,
+        "session_seconds": time.perf_counter() - started,
         "device": str(run.device),
         "plan": PLAN_DIGEST,
         "ftr": FTR_VERSION,
