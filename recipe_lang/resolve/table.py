@@ -94,16 +94,26 @@ def _loaded(plan: Plan) -> list[str]:
 
 
 def compact(keys: list[str], limit: int = 4) -> str:
-    """Tensor names, or the fewest module prefixes that cover them, with counts."""
-    for depth in range(max(k.count(".") for k in keys) + 1, 0, -1):
-        groups: dict[str, list[str]] = {}
-        for key in keys:
-            groups.setdefault(".".join(key.split(".")[:depth]), []).append(key)
-        if len(groups) <= limit:
-            break
-    shown = [names[0] if len(names) == 1 else f"{p}.* ({len(names)})" for p, names in groups.items()]
+    """Tensor names; more than `limit` as module prefixes with counts (by top-level module)."""
+    if len(keys) <= limit:
+        return ", ".join(keys)
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key.split(".")[0], []).append(key)
+    shown = [names[0] if len(names) == 1 else f"{_common(names)}.* ({len(names)})" for names in groups.values()]
     more = f", ... ({len(shown) - limit} more)" if len(shown) > limit else ""
     return ", ".join(shown[:limit]) + more
+
+
+def _common(names: list[str]) -> str:
+    """The longest dotted prefix of all names: layer3.1 of layer3.1.conv1.weight and layer3.1.bn1.bias."""
+    parts = [name.split(".")[:-1] for name in names]
+    common = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
 
 
 def _call(spec) -> str:
