@@ -14,6 +14,7 @@ from test_compile import compile_to, script_ok
 from test_run import assert_rows_close, fresh_model, ftr, metrics, plan_of, recipe_text, run_ok, weights, write_recipe
 
 from recipe_lang.cli import main
+from recipe_lang.resolve import from_run as from_run_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,6 +107,17 @@ def test_compiled_script_gives_ftr_runs_numbers(root, capsys):
     run_ok(capsys, recipe, root / "runs" / "by_ftr")
     script_ok(capsys, root / "second.py", root / "runs" / "by_script")
     assert_rows_close(metrics(root / "runs" / "by_script"), metrics(root / "runs" / "by_ftr"), rel=0)
+
+    # a compiled script's run folder is a run to start from too
+    again = write_recipe(root, from_run('run("runs/by_script")'), "third.ftr")
+    code, out, err = ftr(capsys, "plan", again)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("t: resnet18 with the weights of run runs/by_script (model.pt, epoch 1 of 1)")
+
+
+def test_the_runs_recipe_is_read_with_its_set_options(tmp_path):
+    (tmp_path / "recipe.ftr").write_text("# ftr run --set model.backbone=resnet34\n" + FIRST)
+    assert from_run_module.run_recipe(str(tmp_path)).model.backbone == "resnet34"
 
 
 # --- what does not fit, at the recipe's line and column ------------------------------
