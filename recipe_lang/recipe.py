@@ -105,7 +105,13 @@ class FileWeights(Strict):
     strict: bool = Field(True, description="missing, unexpected or misshapen keys are errors")
 
 
-Weights = _tagged(NoWeights, DefaultWeights, EnumWeights, FileWeights)
+class RunWeights(Strict):
+    kind: Literal["run"] = "run"
+    path: str = Field(description="a run folder written by `ftr run` or a compiled script")
+    model: Literal["best", "final"] = Field("final", description="final: its model.pt; best: its best.pt")
+
+
+Weights = _tagged(NoWeights, DefaultWeights, EnumWeights, FileWeights, RunWeights)
 
 
 class LinearHead(Strict):
@@ -480,7 +486,7 @@ class Recipe(Strict):
 
 
 FUNCTION_FAMILIES = {
-    "weights": [NoWeights, DefaultWeights, EnumWeights, FileWeights],
+    "weights": [NoWeights, DefaultWeights, EnumWeights, FileWeights, RunWeights],
     "head": [LinearHead, MlpHead],
     "data source": [ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource],
     "validation source": [ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource, Split],

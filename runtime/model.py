@@ -11,7 +11,8 @@ from recipe_lang.resolve.plan import Phase, Plan
 
 def build_model(plan: Plan) -> nn.Module:
     """Backbone (its init draws from the global RNG), then its weights, then the new
-    head (draws again): the order of reference/seed_loop.py."""
+    head (draws again): the order of reference/seed_loop.py. A run's weights, head
+    included, replace everything last."""
     spec = plan.weights.spec
     enum = torchvision.models.get_weight(plan.weights.enum) if plan.weights.enum else None
     builder = torchvision.models.get_model_builder(plan.backbone)
@@ -28,6 +29,8 @@ def build_model(plan: Plan) -> nn.Module:
     if plan.head is not None:
         module = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
         architectures.replace_module(model, plan.classifier.path, module)
+    if spec.kind == "run":  # after the head, whose init still spends the seed: then all is overwritten
+        model.load_state_dict(weights.load_state_file(plan.weights.file), strict=True)
     return model
 
 

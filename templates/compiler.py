@@ -118,6 +118,7 @@ def model_context(plan: Plan, model: nn.Module) -> dict:
         "aux_heads": architectures.aux_heads(architectures.build(plan.backbone, keep_aux=True)),
         "file": weights.spec if weights.spec.kind == "file" else None,
         "weights_file": weights.spec.model_dump(exclude={"kind"}) if weights.spec.kind == "file" else None,
+        "run_file": weights.file if weights.spec.kind == "run" else None,
         "head": head_call(plan) if plan.head is not None else None,
         "parameters": sum(p.numel() for p in model.parameters()),
     }

@@ -31,6 +31,12 @@ class ResolvedWeights(Frozen):
     spec: Weights
     enum: str | None = Field(None, description="the torchvision enum member, e.g. ResNet50_Weights.IMAGENET1K_V2")
     ignored_keys: list[str] = Field([], description="keys of a weight file that are not loaded (the old classifier)")
+    file: str | None = Field(None, description="the file loaded: file(...)'s path, or run(...)'s model.pt or best.pt")
+    loaded: list[str] | None = Field(None, description="the keys loaded; None when the file was not opened")
+    unexpected: list[str] = Field([], description="keys of the file the model lacks, not loaded (strict=false)")
+    misshapen: list[str] = Field([], description="keys whose shape differs from the model's, not loaded (strict=false)")
+    missing: list[str] = Field([], description="keys of the model the file lacks: left as built (strict=false)")
+    origin: str | None = Field(None, description="run(...): the file's epoch and metric, from summary.json")
 
 
 class Preprocess(Frozen):

@@ -9,7 +9,7 @@ from torch import nn
 from ..diagnostics import Diagnostic, RecipeError
 from ..recipe import CenterCrop, Normalize, Recipe, Resize
 from ..validation_errors import span_for
-from . import architectures, cache, data_check, weights
+from . import architectures, cache, data_check, from_run, weights
 from .plan import IMAGENET, Classifier, Group, OptimizerGroup, Phase, Plan, Preprocess, ResolvedWeights
 from .problem import Problem
 from .selectors import ModelIndex, SelectorResolver
@@ -79,7 +79,8 @@ class _Resolution:
         backbone_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         classifier = self.classifier(model)
         self.fail_if_errors()
-        resolved_weights = self.weights(backbone_shapes, classifier)
+        model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}  # the head in place
+        resolved_weights = self.weights(backbone_shapes, model_shapes, classifier)
         index = ModelIndex(model, classifier.path)
         groups = self.groups(index)
         phases = self.phases(index)
@@ -87,6 +88,8 @@ class _Resolution:
             self.judge(phases)
             self.rates(groups, phases)
         classes = self.data_classes(classifier) if self.check_data else None
+        if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
+            self.run_classes(resolved_weights.spec, classes)
         preprocess = self.preprocess(resolved_weights)
         self.fail_if_errors()
         blocked = cache.blockers(recipe.train, recipe.data, preprocess, index)
@@ -139,7 +142,7 @@ class _Resolution:
             replaced=head is not None,
         )
 
-    def weights(self, backbone_shapes: dict, classifier: Classifier) -> ResolvedWeights:
+    def weights(self, backbone_shapes: dict, model_shapes: dict, classifier: Classifier) -> ResolvedWeights:
         spec = self.recipe.model.weights
         backbone = self.recipe.model.backbone
         if spec.kind in ("default", "enum"):
@@ -147,11 +150,13 @@ class _Resolution:
             loc = ("model", "weights", "member") if spec.kind == "enum" else ("model", "weights")
             enum = self.attempt(loc, weights.enum_member, backbone, member)
             return ResolvedWeights(spec=spec, enum=enum)
+        if spec.kind == "run":
+            return self.run_weights(spec, model_shapes)
         if spec.kind != "file" or not self.check_weights_file:
-            return ResolvedWeights(spec=spec)
+            return ResolvedWeights(spec=spec, file=getattr(spec, "path", None))
         state = self.attempt(("model", "weights"), weights.load_state_file, spec.path, spec.key, spec.strip)
         if state is None:
-            return ResolvedWeights(spec=spec)
+            return ResolvedWeights(spec=spec, file=spec.path)
         prefix = classifier.path + "." if classifier.replaced else None
         diff = weights.compare_keys(backbone_shapes, state, prefix)
         if not diff.is_clean():
@@ -166,7 +171,46 @@ class _Resolution:
                 "model",
                 "weights",
             )
-        return ResolvedWeights(spec=spec, ignored_keys=sorted(diff.dropped_classifier))
+        left_out = set(diff.dropped_classifier) | set(diff.unexpected) | {k for k, _, _ in diff.misshapen}
+        return ResolvedWeights(
+            spec=spec,
+            ignored_keys=sorted(diff.dropped_classifier),
+            file=spec.path,
+            loaded=[k for k in state if k not in left_out],
+            unexpected=diff.unexpected,
+            misshapen=[k for k, _, _ in diff.misshapen],
+            missing=diff.missing,
+        )
+
+    def run_weights(self, spec, model_shapes: dict) -> ResolvedWeights:
+        """A finished run's weights, head included: they must fit this model exactly."""
+        path = from_run.model_file(spec)
+        if not self.check_weights_file:
+            return ResolvedWeights(spec=spec, file=path)
+        if self.attempt(("model", "weights", "path"), from_run.check_folder, spec, default=False) is False:
+            return ResolvedWeights(spec=spec, file=path)
+        run = self.attempt(("model", "weights", "path"), from_run.run_recipe, spec.path)
+        if run is not None:
+            failed = self.attempt(("model", "weights"), from_run.compare_models, spec, run, self.recipe, default=False)
+            if failed is False:
+                return ResolvedWeights(spec=spec, file=path)
+        state = self.attempt(("model", "weights"), weights.load_state_file, path)
+        if state is None:
+            return ResolvedWeights(spec=spec, file=path)
+        diff = weights.compare_keys(model_shapes, state, None)
+        if not diff.is_clean():
+            problem = Problem(
+                f"'{path}' does not fit this recipe's model",
+                notes=diff.render(),
+                hint=from_run.backbone_only_hint(spec),
+            )
+            self.report(problem, "model", "weights")
+        return ResolvedWeights(spec=spec, file=path, loaded=list(state), origin=from_run.origin(spec))
+
+    def run_classes(self, spec, classes: list[str]) -> None:
+        learned = self.attempt(("model", "weights", "path"), from_run.run_classes, spec.path)
+        if learned is not None:
+            self.attempt(("model", "weights"), from_run.compare_classes, spec, learned, classes)
 
     # --- groups ----------------------------------------------------------------
 
@@ -175,6 +219,8 @@ class _Resolution:
         resolver = SelectorResolver(index)
         owner = {p: "head" for p in index.head}
         head_note = "new head" if recipe.model.head else "the builder's classifier"
+        if recipe.model.weights.kind == "run":
+            head_note = "the run's head"
         groups = [("head", f"{index.head_path} ({head_note})", set(index.head))]
         for name, selectors in recipe.groups.items():
             if name in index.modules:

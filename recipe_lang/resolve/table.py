@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from .plan import Phase, Plan
 from .schedule import schedule_factor, warmup_factor
 
@@ -50,12 +52,22 @@ def _span(phase: Phase) -> str:
     return str(phase.first) if phase.first == phase.last else f"{phase.first}-{phase.last}"
 
 
+def _weights_source(plan: Plan) -> str:
+    resolved = plan.weights
+    spec = resolved.spec
+    if spec.kind == "none":
+        return "no pretrained weights"
+    if spec.kind == "file":
+        return f"weights from {spec.path}"
+    if spec.kind == "run":
+        origin = f", {resolved.origin}" if resolved.origin else ""
+        return f"the weights of run {spec.path} ({os.path.basename(resolved.file)}{origin})"
+    return f"{resolved.enum} weights"
+
+
 def _header(plan: Plan) -> str:
-    spec = plan.weights.spec
-    weights = {"none": "no pretrained weights", "file": f"weights from {getattr(spec, 'path', '')}"}.get(
-        spec.kind, f"{plan.weights.enum} weights"
-    )
-    lines = [f"{plan.name}: {plan.backbone} with {weights}, {count(plan.total_params)} parameters"]
+    lines = [f"{plan.name}: {plan.backbone} with {_weights_source(plan)}, {count(plan.total_params)} parameters"]
+    lines += _loaded(plan)
     c = plan.classifier
     if plan.head is not None:
         head = plan.head
@@ -63,7 +75,8 @@ def _header(plan: Plan) -> str:
         details = [head.activation] if head.kind == "mlp" else []
         details += [f"dropout {head.dropout:g}"] if head.dropout else []
         extra = f" ({', '.join(details)})" if details else ""
-        lines.append(f"head: {head.kind} {' -> '.join(map(str, widths))}{extra}, replaces {c.path}")
+        origin = ", with the run's weights" if plan.weights.spec.kind == "run" else ""
+        lines.append(f"head: {head.kind} {' -> '.join(map(str, widths))}{extra}, replaces {c.path}{origin}")
     else:
         lines.append(f"head: the builder's own {c.path} ({c.out_features} classes)")
     train = plan.train
@@ -75,6 +88,46 @@ def _header(plan: Plan) -> str:
         shown = ", ".join(plan.classes[:6]) + (", ..." if len(plan.classes) > 6 else "")
         lines.append(f"data: {len(plan.classes)} classes ({shown})")
     return "\n".join(lines)
+
+
+def _loaded(plan: Plan) -> list[str]:
+    """What an opened weights file gives the model, and what it drops."""
+    w = plan.weights
+    if w.loaded is None:
+        return []
+    line = f"weights: {_tensors(len(w.loaded))} loaded from {w.file}"
+    if w.spec.kind == "run":
+        return [line + ", the head included"]
+    dropped = [(w.ignored_keys, f"replaced by the new head at {plan.classifier.path}")]
+    dropped += [(w.unexpected, "not in the model"), (w.misshapen, "misshapen")]
+    parts = [f"{compact(keys)} ({why})" for keys, why in dropped if keys]
+    lines = [line + ("; dropped: " + "; ".join(parts) if parts else "; nothing dropped")]
+    if w.missing:
+        lines.append(f"weights: not in the file, left as built: {compact(w.missing)}")
+    return lines
+
+
+def compact(keys: list[str], limit: int = 4) -> str:
+    """Tensor names; more than `limit` as module prefixes with counts (by top-level module)."""
+    if len(keys) <= limit:
+        return ", ".join(keys)
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key.split(".")[0], []).append(key)
+    shown = [names[0] if len(names) == 1 else f"{_common(names)}.* ({len(names)})" for names in groups.values()]
+    more = f", ... ({len(shown) - limit} more)" if len(shown) > limit else ""
+    return ", ".join(shown[:limit]) + more
+
+
+def _common(names: list[str]) -> str:
+    """The longest dotted prefix of all names: layer3.1 of layer3.1.conv1.weight and layer3.1.bn1.bias."""
+    parts = [name.split(".")[:-1] for name in names]
+    common = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
 
 
 def _call(spec) -> str:

@@ -86,7 +86,7 @@ from torchvision.transforms import v2
 
 NAME = "seed-loop"
 FTR_VERSION = "0.1.0"
-PLAN_DIGEST = "47d2b904ee93fc15"  # a checkpoint of another plan is refused
+PLAN_DIGEST = "8182a3be74c92f06"  # a checkpoint of another plan is refused
 SEED = 0
 EPOCHS = 2
 OUTPUT = "runs/seed-loop"
