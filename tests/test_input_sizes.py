@@ -141,6 +141,13 @@ def test_vit_with_weights_for_another_size_is_built_for_them():
     assert d.hint == "vit_b_16 takes only 384x384 images: resize or crop to that size"
 
 
+def test_a_size_a_vit_built_for_its_weights_cannot_take_is_not_blamed_on_a_placed_head():
+    text = recipe_text("vit_b_16", "random_resized_crop(224)", "weights", weights='"IMAGENET1K_SWAG_E2E_V1"')
+    d = one_error(text.replace("linear(classes=10)", 'linear(classes=10) at "heads.head"'))
+    assert d.message == "vit_b_16 cannot take 224x224 images"
+    assert at(d) == where(text, "random_resized_crop(224)")
+
+
 # --- sizes from data on disk ---------------------------------------------------------
 
 

@@ -12,9 +12,7 @@ from .input_sizes import InputSize
 from .problem import Problem
 
 BATCH = 2
-# Where a recipe says nothing about sizes, a head placed with `at` is checked at
-# this size, which every torchvision classifier takes.
-REFERENCE = InputSize(224, 224, ("model", "head"), False)
+HEAD_LOC = ("model", "head")
 HEAD_HINT = "put the head where the classifier is (leave out `at` to let ftr find it)"
 
 
@@ -23,21 +21,31 @@ def check(model: nn.Module, sizes: list[InputSize], recipe) -> list[tuple[Proble
     head = recipe.model.head
     placed = head is not None and head.at is not None
     problems = []
-    for size in sizes or ([REFERENCE] if placed else []):
+    for size in sizes or ([reference(model)] if placed else []):
         error, out = _outcome(model, size, recipe.train.label_smoothing)
         if error is not None and placed and _head_breaks_it(model, size):
-            return [(_head_problem(f"the model does not run with a head at '{head.at}'", error), REFERENCE.loc)]
+            return [(_head_problem(f"the model does not run with a head at '{head.at}'", error), HEAD_LOC)]
         if error is not None:
             problems.append((_size_problem(recipe.model.backbone, model, size, error), size.loc))
         elif head is not None and tuple(out.shape) != (BATCH, head.classes):
-            message = f"with a head at '{head.at or 'the classifier'}' the model outputs shape {tuple(out.shape)}"
-            return [(_head_problem(f"{message}, not (batch, {head.classes})"), REFERENCE.loc)]
+            where = f"a head at '{head.at}'" if placed else "the new head"
+            message = f"with {where} the model outputs shape {tuple(out.shape)}, not (batch, {head.classes})"
+            return [(_head_problem(message), HEAD_LOC)]
     return problems
 
 
+def reference(model: nn.Module) -> InputSize:
+    """A size the architecture takes, to tell a head's failure from a size's:
+    224x224, which every torchvision classifier takes, or a ViT's own size."""
+    fixed = getattr(model, "image_size", None)
+    side = fixed if isinstance(fixed, int) else 224
+    return InputSize(side, side, HEAD_LOC, False)
+
+
 def _head_breaks_it(model: nn.Module, failed: InputSize) -> bool:
-    """Whether a failure at some size is the head's: the model fails at REFERENCE too."""
-    return failed == REFERENCE or _outcome(model, REFERENCE, 0.0)[0] is not None
+    """Whether a failure at some size is the head's: the model fails at the reference size too."""
+    size = reference(model)
+    return (failed.height, failed.width) == (size.height, size.width) or _outcome(model, size, 0.0)[0] is not None
 
 
 def _head_problem(message: str, error: str | None = None) -> Problem:
