@@ -2,7 +2,8 @@
 
 Prints one table: each command run as a whole process (median of N runs), next to
 the floor it cannot beat (a bare interpreter, and importing torch + torchvision),
-and parse + validate in-process.
+parse + validate in-process, and resolving in-process (the model built on the
+meta device and run at each image size the recipe feeds it).
 
     python bench/cli_latency.py [--runs 5]
 """
@@ -84,6 +85,21 @@ def in_process(text: str, runs: int) -> float:
     return statistics.median(times)
 
 
+def resolve_in_process(text: str, runs: int) -> float:
+    sys.path.insert(0, str(ROOT))
+    import recipe_lang
+    from recipe_lang.resolve import resolve
+
+    resolve(recipe_lang.parse(text, "warm.ftr"))  # torch's first calls are slower
+    times = []
+    for _ in range(runs):
+        recipe = recipe_lang.parse(text, "bench.ftr")
+        start = time.perf_counter()
+        resolve(recipe)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -117,11 +133,14 @@ def main() -> None:
             compile_ = ftr + ["compile", str(path), "-o", script]
             rows.append((f"ftr compile ({backbone})", whole_process(compile_, runs), torch_import))
         parse_time = in_process(files["resnet50"].read_text(), runs)
+        resolve_times = {backbone: resolve_in_process(path.read_text(), runs) for backbone, path in files.items()}
     print(f"{'command':40} {'seconds':>9} {'x floor':>8}")
     for name, seconds, floor in rows:
         ratio = f"{seconds / floor:8.2f}" if floor else f"{'':8}"
         print(f"{name:40} {seconds:9.3f} {ratio}")
     print(f"{'parse + validate, in process':40} {parse_time * 1000:8.2f}ms")
+    for backbone, seconds in resolve_times.items():
+        print(f"{f'resolve ({backbone}), in process':40} {seconds * 1000:8.0f}ms")
     print(f"\n{runs} runs each (median); Python {sys.version.split()[0]}, {Path('/proc/cpuinfo').exists() and _cpus()}")
 
 

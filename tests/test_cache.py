@@ -96,7 +96,9 @@ def test_color_jitter_of_nothing_is_fixed_and_vit_has_no_random_modules():
     plan = plan_of(PROBE, "data.train_transforms=resize(32), color_jitter(), grayscale(3)")
     assert plan.phases[0].cache
     probe = PROBE.replace("at epoch 3 unfreeze layer4\n", "")
-    vit = plan_of(probe, "model.backbone=vit_b_16", "data.train_transforms=resize(224)")
+    vit = plan_of(
+        probe, "model.backbone=vit_b_16", "data.train_transforms=resize(224)", "data.eval_transforms=resize(224)"
+    )
     assert vit.phases[0].cache and vit.classifier.path == "heads.head"
 
 

@@ -65,20 +65,29 @@ def aux_heads(model: nn.Module) -> list[str]:
     return [name for name in ("aux1", "aux2", "AuxLogits") if getattr(model, name, None) is not None]
 
 
-def build(name: str, device="meta", keep_aux: bool = False) -> nn.Module:
-    """builder(weights=None, **builder_kwargs(name)) on `device`, without its
-    auxiliary heads unless keep_aux; on "meta" it takes no memory for weights."""
+def weights_kwargs(name: str, enum: str) -> dict:
+    """The architecture torchvision's builder takes from weights (e.g.
+    "ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1"): a ViT is built for their image size."""
+    if not name.startswith("vit_"):
+        return {}
+    return {"image_size": torchvision.models.get_weight(enum).meta["min_size"][0]}
+
+
+def build(name: str, device="meta", keep_aux: bool = False, kwargs: dict | None = None) -> nn.Module:
+    """builder(weights=None, **builder_kwargs(name), **kwargs) on `device`, without
+    its auxiliary heads unless keep_aux; on "meta" it takes no memory for weights."""
     if name not in backbone_names():
         raise Problem(f"unknown backbone '{name}'", hint=did_you_mean(name, backbone_names()))
     builder = torchvision.models.get_model_builder(name)
+    kwargs = {**builder_kwargs(name), **(kwargs or {})}
     try:
         with torch.device(device):
-            model = builder(weights=None, **builder_kwargs(name))
+            model = builder(weights=None, **kwargs)
     except NotImplementedError:
         # regnet computes its stage widths with tensor ops and .tolist() while
         # building, which meta tensors cannot answer.
         with _moved_when_registered(device):
-            model = builder(weights=None, **builder_kwargs(name))
+            model = builder(weights=None, **kwargs)
     if not keep_aux:
         drop_aux_heads(model)
     return model

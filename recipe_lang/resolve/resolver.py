@@ -9,7 +9,7 @@ from torch import nn
 from ..diagnostics import Diagnostic, RecipeError
 from ..recipe import CenterCrop, Normalize, Recipe, Resize
 from ..validation_errors import span_for
-from . import architectures, cache, data_check, from_run, weights
+from . import architectures, cache, data_check, from_run, input_sizes, meta_forward, weights
 from .plan import IMAGENET, Classifier, Group, OptimizerGroup, Phase, Plan, Preprocess, ResolvedWeights
 from .problem import Problem
 from .selectors import ModelIndex, SelectorResolver
@@ -24,25 +24,6 @@ def resolve(recipe: Recipe, data: bool = True, weights_file: bool = True) -> Pla
     data=False skips the data checks (`--no-data`, `ftr compile`); weights_file=False
     skips opening a `weights file(...)`."""
     return _Resolution(recipe, data, weights_file).plan()
-
-
-def _runs_with_head(model: nn.Module, classes: int, path: str) -> None:
-    """A forward pass on the meta device (shapes only) with the new head in place."""
-    try:
-        with torch.no_grad():
-            out = model.eval()(torch.empty(2, 3, 224, 224, device="meta"))
-    except (RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise Problem(
-            f"the model does not run with a head at '{path}'",
-            notes=(first,),
-            hint="put the head where the classifier is (leave out `at` to let ftr find it)",
-        ) from None
-    if tuple(out.shape) != (2, classes):
-        raise Problem(
-            f"with a head at '{path}' the model outputs shape {tuple(out.shape)}, not (batch, {classes})",
-            hint="put the head where the classifier is (leave out `at` to let ftr find it)",
-        )
 
 
 class _Resolution:
@@ -74,7 +55,7 @@ class _Resolution:
     def plan(self) -> Plan:
         recipe = self.recipe
         spec = recipe.model
-        model = self.attempt(("model", "backbone"), architectures.build, spec.backbone)
+        model = self.attempt(("model", "backbone"), architectures.build, spec.backbone, "meta", False, self.sized_for())
         self.fail_if_errors()
         backbone_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         classifier = self.classifier(model)
@@ -91,6 +72,8 @@ class _Resolution:
         if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
             self.run_classes(resolved_weights.spec, classes)
         preprocess = self.preprocess(resolved_weights)
+        if preprocess is not None:
+            self.check_shapes(model, preprocess)
         self.fail_if_errors()
         blocked = cache.blockers(recipe.train, recipe.data, preprocess, index)
         phases = [p.model_copy(update={"cache": cache.cached(p, index, blocked)}) for p in phases]
@@ -133,7 +116,6 @@ class _Resolution:
             with torch.device("meta"):
                 module = architectures.new_head(head, spot.in_features, spot.adapter)
             architectures.replace_module(model, spot.path, module)
-            self.attempt(("model", "head"), _runs_with_head, model, head.classes, spot.path)
         return Classifier(
             path=spot.path,
             in_features=spot.in_features,
@@ -141,6 +123,25 @@ class _Resolution:
             adapter=spot.adapter,
             replaced=head is not None,
         )
+
+    def sized_for(self) -> dict:
+        """The builder arguments torchvision takes from the recipe's weights (a
+        ViT's image size): the model is built without them, as ftr run builds it with them."""
+        spec = self.recipe.model.weights
+        if spec.kind not in ("default", "enum"):
+            return {}
+        member = "default" if spec.kind == "default" else spec.member
+        try:
+            enum = weights.enum_member(self.recipe.model.backbone, member)
+        except Problem:
+            return {}  # reported when the weights are resolved
+        return architectures.weights_kwargs(self.recipe.model.backbone, enum)
+
+    def check_shapes(self, model: nn.Module, preprocess: Preprocess) -> None:
+        """The model run at every image size the recipe feeds it, the new head in place."""
+        sizes = input_sizes.fed(self.recipe, preprocess.train, preprocess.eval, self.check_data)
+        for problem, loc in meta_forward.check(model, sizes, self.recipe):
+            self.report(problem, *loc)
 
     def weights(self, backbone_shapes: dict, model_shapes: dict, classifier: Classifier) -> ResolvedWeights:
         spec = self.recipe.model.weights
