@@ -101,6 +101,17 @@ def test_positions_count_utf16_units():
     assert offset_of("ab\r\né😀x", 1, 3) == len("ab\r\n") + 2
 
 
+def test_completion_and_hover_answer_at_every_position_of_a_recipe_being_typed():
+    from recipe_lang.editor.completion import complete
+    from recipe_lang.editor.hover import hover
+
+    text = (ROOT / "recipes" / "pets_resnet50.ftr").read_text()
+    for offset in range(0, len(text) + 1, 3):
+        complete(text[:offset], offset)  # as typed so far
+        complete(text, offset)
+        hover(text, offset)
+
+
 # --- diagnostics -------------------------------------------------------------
 
 

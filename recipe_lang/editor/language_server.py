@@ -91,6 +91,7 @@ class RecipeServer(LanguageServer):
 
     def closed(self, uri: str) -> None:
         state = self.checked.pop(uri, None)
+        self.outlines.pop(uri, None)
         if state is not None and state.model_check is not None:
             state.model_check.cancel()
         self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
