@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
+
+    lsp = commands.add_parser("lsp", help="run the language server on stdin and stdout (for editors)")
+    lsp.set_defaults(run=_lsp)
     return parser
 
 
@@ -293,6 +296,17 @@ def _schema(args) -> int:
 
     print(json.dumps(Recipe.model_json_schema(), indent=2))
     return 0
+
+
+def _lsp(args) -> int:
+    try:
+        from .editor.language_server import serve
+    except ModuleNotFoundError as error:
+        if error.name not in ("pygls", "lsprotocol"):
+            raise
+        print("ftr lsp: the language server needs pygls: pip install 'ftr[lsp]'", file=sys.stderr)
+        return 2
+    return serve()
 
 
 def _fmt(args) -> int:

@@ -1,0 +1,1 @@
+"""Editor support for .ftr recipes."""
