@@ -168,6 +168,22 @@ def test_a_word_is_a_keyword_only_where_it_begins_a_statement():
     assert significant("foo {\n  bar 1\n}\n")[:3] == [(Name, "foo"), (Punctuation, "{"), (Name, "bar")]
 
 
+def test_trailing_commas_close_their_brackets():
+    text = "data {\n  train_transforms resize([256, 256,],), hflip(\n    p=0.5,\n  )\n  workers 2\n}\n"
+    assert errors(text) == []
+    tokens = significant(text)
+    assert tokens[tokens.index((Name.Function, "hflip")) :][:8] == [
+        (Name.Function, "hflip"),
+        (Punctuation, "("),
+        (Name.Attribute, "p"),
+        (Operator, "="),
+        (Number.Float, "0.5"),
+        (Punctuation, ","),
+        (Punctuation, ")"),
+        (Keyword, "workers"),
+    ]
+
+
 def test_every_statement_of_the_language_is_a_keyword():
     keywords = set(TOP_LEVEL) | {word for table in STATEMENTS.values() for key in table for word in key.split()}
     for keyword in sorted(keywords - {"gradually"}):
