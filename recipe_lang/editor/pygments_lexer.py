@@ -46,7 +46,6 @@ class FtrLexer(RegexLexer):
     aliases = ["ftr"]
     filenames = ["*.ftr"]
     mimetypes = ["text/x-ftr"]
-    url = "https://github.com/"  # no public home yet; Pygments only shows it in its docs
 
     tokens = {
         # the start of a statement, or between statements
