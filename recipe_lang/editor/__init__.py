@@ -1,1 +1,1 @@
-"""Editor support for .ftr recipes."""
+"""Editor support for .ftr recipes: highlighting (Pygments, shared keyword sets) and the language server."""
