@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="the final and best metrics of runs, side by side")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    compare.add_argument(
+        "--mean",
+        action="store_true",
+        help="one row per recipe name: mean ± sample standard deviation of its runs (e.g. over seeds)",
+    )
     compare.set_defaults(run=_compare)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
@@ -281,10 +286,10 @@ def _compile(args) -> int:
 
 
 def _compare(args) -> int:
-    from runtime.compare import CompareError, compare_table
+    from runtime.compare import CompareError, compare_table, mean_table
 
     try:
-        print(compare_table(args.runs))
+        print((mean_table if args.mean else compare_table)(args.runs))
     except CompareError as error:
         print(f"ftr compare: error: {error}", file=sys.stderr)
         return 1

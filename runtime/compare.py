@@ -1,8 +1,10 @@
-"""`ftr compare`: the final and best metrics of finished runs, side by side."""
+"""`ftr compare`: the final and best metrics of finished runs, side by side, or with
+`--mean` their mean and sample standard deviation per recipe."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 
@@ -39,7 +41,59 @@ def compare_table(folders: list[str]) -> str:
                 f"{summary['seconds']:.1f}",
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _layout(rows)
+
+
+def mean_table(folders: list[str]) -> str:
+    """One row per recipe name: each final metric, the best value and the seconds as
+    mean ± sample standard deviation over that recipe's runs, and the best epochs' range."""
+    groups: dict[str, list[dict]] = {}
+    for folder in folders:
+        summary = read_run(folder)
+        if "recipe" not in summary:
+            raise CompareError(f"{folder}/summary.json names no recipe: rerun it with this version of ftr")
+        groups.setdefault(summary["recipe"], []).append(summary)
+    metrics = _common_metrics([s["final"] for runs in groups.values() for s in runs])
+    header = ["recipe", "runs", *metrics, "best", "best epoch", "seconds"]
+    rows = [header]
+    for name, runs in groups.items():
+        bests = [s["best"] for s in runs if s.get("best")]
+        rows.append(
+            [
+                name,
+                _runs(runs),
+                *[_spread([s["final"].get(key) for s in runs]) for key in metrics],
+                f"{bests[0]['metric']} {_spread([b['value'] for b in bests])}" if bests else "-",
+                _range([b["epoch"] for b in bests]),
+                _spread([s["seconds"] for s in runs], digits=1),
+            ]
+        )
+    note = "mean ± sd: the mean and sample standard deviation over a recipe's runs; best epoch: min-max"
+    return _layout(rows) + "\n" + note
+
+
+def _runs(runs: list[dict]) -> str:
+    unfinished = sum(1 for s in runs if s["status"] != "finished")
+    return f"{len(runs)}" + (f" ({unfinished} stopped early)" if unfinished else "")
+
+
+def _spread(values: list, digits: int = 4) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = f"{statistics.stdev(values):.{digits}f}" if len(values) > 1 else "-"
+    return f"{statistics.fmean(values):.{digits}f} ± {sd}"
+
+
+def _range(values: list[int]) -> str:
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def _layout(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 

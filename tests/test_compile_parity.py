@@ -50,11 +50,16 @@ import importlib.util, os, runpy, sys
 
 root, script, *args = sys.argv[1:]
 root = os.path.realpath(root)
+prefix = os.path.realpath(sys.prefix)  # the project's own .venv lies under root: keep its packages
+
+
+def under(path, folder):
+    return path == folder or path.startswith(folder + os.sep)
 
 
 def inside(entry):
     path = os.path.realpath(entry or os.getcwd())
-    return path == root or path.startswith(root + os.sep) or "__editable__" in entry
+    return (under(path, root) and not under(path, prefix)) or "__editable__" in entry
 
 
 sys.path[:] = [entry for entry in sys.path if not inside(entry)]
