@@ -247,6 +247,8 @@ class _ToNodes(Transformer):
     def args(self, meta, children):
         return list(children)
 
+    call_args = args
+
     def call(self, meta, children):
         name, args = children
         return Call(str(name), Span.of_token(name), args or [], _span(meta))
