@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+# Only what every command needs: each command imports the rest (Lark, Pydantic,
+# torch) itself, so that `ftr fmt` and `ftr check --syntax` load no more than they use.
 from . import __version__, load, read_source
 from .diagnostics import RecipeError, UsageError
-from .files import atomic_write_text
 
 NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away from them)"
 
@@ -256,6 +256,7 @@ def _compile(args) -> int:
     """Resolve against the model, never the data or weight files: scripts run elsewhere."""
     from templates.compiler import compile_plan
 
+    from .files import atomic_write_text
     from .resolve import resolve
 
     try:
@@ -289,6 +290,8 @@ def _compare(args) -> int:
 
 
 def _schema(args) -> int:
+    import json
+
     from .recipe import Recipe
 
     print(json.dumps(Recipe.model_json_schema(), indent=2))
@@ -296,6 +299,7 @@ def _schema(args) -> int:
 
 
 def _fmt(args) -> int:
+    from .files import atomic_write_text
     from .formatter import format_text
 
     changed = failed = False

@@ -32,8 +32,8 @@ from .nodes import (
     Statement,
     Str,
     TupleV,
+    quote,
 )
-from .recipe import quote
 from .syntax import parse_document
 
 HEADER_ORDER = ("recipe", "seed", "output")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -77,7 +77,7 @@ class _Newlines:
 def _parser() -> tuple[Lark, list, _Newlines]:
     comments: list = []
     newlines = _Newlines()
-    grammar = resources.files(__package__).joinpath("grammar.lark").read_text(encoding="utf-8")
+    grammar = Path(__file__).with_name("grammar.lark").read_text(encoding="utf-8")
     parser = Lark(
         grammar,
         parser="lalr",
