@@ -29,12 +29,13 @@ def __getattr__(name: str):
 def parse(text: str, filename: str = "<recipe>", overrides=()) -> Recipe:
     """Parse and validate recipe text (no model needed); raise RecipeError with
     every mistake. `overrides` are `key=value` strings, as `--set` takes them."""
+    from .syntax import parse_document
+
+    document = parse_document(text, filename)  # a syntax error is reported before Pydantic is loaded
     from .build import build
     from .checks import check_recipe
     from .overrides import apply_overrides
-    from .syntax import parse_document
 
-    document = parse_document(text, filename)
     if overrides:
         document = apply_overrides(document, list(overrides))
     recipe = build(document, text, filename)
