@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 # Only what every command needs: each command imports the rest (Lark, Pydantic,
@@ -16,6 +17,10 @@ NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # ftr's own models need no Pydantic plugins, and looking for them reads the
+    # metadata of every installed package (a tenth of `ftr check --syntax`);
+    # set the variable empty to have plugins loaded.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         return args.run(args)
     except KeyboardInterrupt:
