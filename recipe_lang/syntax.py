@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,10 +37,11 @@ class _Newlines:
     def __init__(self):
         self.open: list[Token] = []  # brackets open at the last token read
         self.continued: Token | None = None  # the comma that ends a line of the statement being read
-        self.recent: list[Token] = []  # the last tokens read, the newest last
+        self.recent: deque[Token] = deque(maxlen=3)  # the last tokens read, the newest last
 
     def process(self, stream):
-        self.open, self.continued, self.recent = [], None, []
+        self.open, self.continued = [], None
+        self.recent.clear()
         prev, last = None, None
         for token in stream:
             if token.type == "_NL":
@@ -50,7 +52,7 @@ class _Newlines:
                 elif not self.open and prev == "COMMA":
                     self.continued = last
                 continue
-            self.recent = self.recent[-2:] + [token]
+            self.recent.append(token)
             if token.type in _OPEN:
                 self.open.append(token)
                 if len(self.open) > MAX_DEPTH:
