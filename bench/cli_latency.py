@@ -5,12 +5,18 @@ the floor it cannot beat (a bare interpreter, and importing torch + torchvision)
 parse + validate in-process, and resolving in-process (the model built on the
 meta device and run at each image size the recipe feeds it).
 
-    python bench/cli_latency.py [--runs 5]
+The torch-free commands and their floor are run in turn, round after round, so
+that a busy machine slows them alike; their fastest run is printed too. Every
+command runs once before it is timed, with bytecode caching on (as an installed
+ftr has its .pyc files), whatever PYTHONDONTWRITEBYTECODE says.
+
+    python bench/cli_latency.py [--runs 5] [--torch-free]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -61,15 +67,31 @@ evaluate {{
 TOPS = {"resnet50": "layer4", "vit_b_16": "encoder.layers[-2:]"}
 
 
+ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+
+def once(argv: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=ENV)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr}")
+    return time.perf_counter() - start
+
+
 def whole_process(argv: list[str], runs: int) -> float:
-    times = []
+    once(argv)  # writes the .pyc files
+    return statistics.median(once(argv) for _ in range(runs))
+
+
+def interleaved(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+    """Each command's times, the commands run in turn in every round."""
+    for argv in commands.values():
+        once(argv)
+    times = {name: [] for name in commands}
     for _ in range(runs):
-        start = time.perf_counter()
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-        times.append(time.perf_counter() - start)
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr}")
-    return statistics.median(times)
+        for name, argv in commands.items():
+            times[name].append(once(argv))
+    return times
 
 
 def in_process(text: str, runs: int) -> float:
@@ -103,7 +125,9 @@ def resolve_in_process(text: str, runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
+    parser.add_argument("--torch-free", action="store_true", help="only the commands that never import torch")
+    options = parser.parse_args()
+    runs = options.runs
     py = sys.executable
     ftr = [py, "-m", "recipe_lang.cli"]
     rows = []
@@ -112,41 +136,52 @@ def main() -> None:
         for backbone, top in TOPS.items():
             files[backbone] = Path(tmp, f"{backbone}.ftr")
             files[backbone].write_text(RECIPE.format(backbone=backbone, top=top))
-        interpreter = whole_process([py, "-c", "pass"], runs)
-        torch_import = whole_process([py, "-c", "import torch, torchvision"], runs)
-        rows.append(("python -c pass (floor)", interpreter, None))
-        rows.append(("import torch, torchvision (floor)", torch_import, None))
-        rows.append(
-            (
-                "ftr check --syntax",
-                whole_process(ftr + ["check", "--syntax", str(files["resnet50"])], runs),
-                interpreter,
-            )
+        light = interleaved(
+            {
+                "python -c pass (floor)": [py, "-c", "pass"],
+                "ftr check --syntax": ftr + ["check", "--syntax", str(files["resnet50"])],
+                "ftr fmt --check": ftr + ["fmt", "--check", str(files["resnet50"])],
+            },
+            runs,
         )
-        rows.append(
-            ("ftr fmt --check", whole_process(ftr + ["fmt", "--check", str(files["resnet50"])], runs), interpreter)
-        )
-        for backbone, path in files.items():
-            rows.append((f"ftr check ({backbone})", whole_process(ftr + ["check", str(path)], runs), torch_import))
-            rows.append((f"ftr plan ({backbone})", whole_process(ftr + ["plan", str(path)], runs), torch_import))
-            script = str(Path(tmp, f"{backbone}.py"))
-            compile_ = ftr + ["compile", str(path), "-o", script]
-            rows.append((f"ftr compile ({backbone})", whole_process(compile_, runs), torch_import))
+        interpreter = statistics.median(light["python -c pass (floor)"])
+        for name, times in light.items():
+            floor = None if name.startswith("python") else interpreter
+            rows.append((name, statistics.median(times), floor, min(times)))
+        if not options.torch_free:
+            rows += torch_rows(py, ftr, files, runs, tmp)
         parse_time = in_process(files["resnet50"].read_text(), runs)
-        resolve_times = {backbone: resolve_in_process(path.read_text(), runs) for backbone, path in files.items()}
-    print(f"{'command':40} {'seconds':>9} {'x floor':>8}")
-    for name, seconds, floor in rows:
+        resolve_times = {}
+        if not options.torch_free:
+            resolve_times = {backbone: resolve_in_process(path.read_text(), runs) for backbone, path in files.items()}
+    _print(rows, parse_time, resolve_times, runs)
+
+
+def _print(rows: list[tuple], parse_time: float, resolve_times: dict, runs: int) -> None:
+    print(f"{'command':40} {'seconds':>9} {'x floor':>8} {'fastest':>8}")
+    for name, seconds, floor, fastest in rows:
         ratio = f"{seconds / floor:8.2f}" if floor else f"{'':8}"
-        print(f"{name:40} {seconds:9.3f} {ratio}")
+        print(f"{name:40} {seconds:9.3f} {ratio} {'' if fastest is None else f'{fastest:8.3f}'}")
     print(f"{'parse + validate, in process':40} {parse_time * 1000:8.2f}ms")
     for backbone, seconds in resolve_times.items():
         print(f"{f'resolve ({backbone}), in process':40} {seconds * 1000:8.0f}ms")
-    print(f"\n{runs} runs each (median); Python {sys.version.split()[0]}, {Path('/proc/cpuinfo').exists() and _cpus()}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n{runs} runs each (median); Python {sys.version.split()[0]}, {_cpus()}, load average {load}")
+
+
+def torch_rows(py: str, ftr: list[str], files: dict, runs: int, tmp: str) -> list[tuple]:
+    torch_import = whole_process([py, "-c", "import torch, torchvision"], runs)
+    rows = [("import torch, torchvision (floor)", torch_import, None, None)]
+    for backbone, path in files.items():
+        rows.append((f"ftr check ({backbone})", whole_process(ftr + ["check", str(path)], runs), torch_import, None))
+        rows.append((f"ftr plan ({backbone})", whole_process(ftr + ["plan", str(path)], runs), torch_import, None))
+        script = str(Path(tmp, f"{backbone}.py"))
+        compile_ = ftr + ["compile", str(path), "-o", script]
+        rows.append((f"ftr compile ({backbone})", whole_process(compile_, runs), torch_import, None))
+    return rows
 
 
 def _cpus() -> str:
-    import os
-
     return f"{os.cpu_count()} cores"
 
 

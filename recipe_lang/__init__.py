@@ -1,22 +1,41 @@
-"""The .ftr recipe language: parse, validate, format, resolve."""
+"""The .ftr recipe language: parse, validate, format, resolve.
+
+Importing the package is cheap: the parser (Lark) and the typed recipe
+(Pydantic) are imported by the first call that needs them, so `ftr fmt` never
+loads Pydantic and no command loads either before it knows what it is.
+"""
 
 from __future__ import annotations
 
-from .build import build
-from .checks import check_recipe
+from typing import TYPE_CHECKING
+
 from .diagnostics import Diagnostic, RecipeError, Span
-from .overrides import apply_overrides
-from .recipe import Recipe
-from .syntax import MAX_BYTES, parse_document
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 __all__ = ["Diagnostic", "Recipe", "RecipeError", "Span", "load", "parse"]
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str):
+    if name == "Recipe":
+        from .recipe import Recipe
+
+        return Recipe
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parse(text: str, filename: str = "<recipe>", overrides=()) -> Recipe:
     """Parse and validate recipe text (no model needed); raise RecipeError with
     every mistake. `overrides` are `key=value` strings, as `--set` takes them."""
-    document = parse_document(text, filename)
+    from .syntax import parse_document
+
+    document = parse_document(text, filename)  # a syntax error is reported before Pydantic is loaded
+    from .build import build
+    from .checks import check_recipe
+    from .overrides import apply_overrides
+
     if overrides:
         document = apply_overrides(document, list(overrides))
     recipe = build(document, text, filename)
@@ -26,6 +45,8 @@ def parse(text: str, filename: str = "<recipe>", overrides=()) -> Recipe:
 
 def read_source(path) -> str:
     """A recipe file's text; never reads more than the parser would accept."""
+    from .syntax import MAX_BYTES
+
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_BYTES + 1)

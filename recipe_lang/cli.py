@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 
+# Only what every command needs: each command imports the rest (Lark, Pydantic,
+# torch) itself, so that `ftr fmt` and `ftr check --syntax` load no more than they use.
 from . import __version__, load, read_source
 from .diagnostics import RecipeError, UsageError
-from .files import atomic_write_text
 
 NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away from them)"
 
@@ -16,6 +17,10 @@ NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # ftr's own models need no Pydantic plugins, and looking for them reads the
+    # metadata of every installed package (a tenth of `ftr check --syntax`);
+    # set the variable empty to have plugins loaded.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -264,6 +269,7 @@ def _compile(args) -> int:
     """Resolve against the model, never the data or weight files: scripts run elsewhere."""
     from templates.compiler import compile_plan
 
+    from .files import atomic_write_text
     from .resolve import resolve
 
     try:
@@ -297,6 +303,8 @@ def _compare(args) -> int:
 
 
 def _schema(args) -> int:
+    import json
+
     from .recipe import Recipe
 
     print(json.dumps(Recipe.model_json_schema(), indent=2))
@@ -315,6 +323,7 @@ def _lsp(args) -> int:
 
 
 def _fmt(args) -> int:
+    from .files import atomic_write_text
     from .formatter import format_text
 
     changed = failed = False

@@ -1,7 +1,8 @@
 """The canonical layout of a recipe: what `ftr fmt` writes.
 
 Blocks in a fixed order, two-space indentation, one statement a line, values
-and selectors printed from the syntax tree, and every comment kept next to the
+and selectors printed from the syntax tree (no trailing commas; a tuple of one
+item as `(a,)`), and every comment kept next to the
 code it was written beside.
 """
 
@@ -31,8 +32,8 @@ from .nodes import (
     Statement,
     Str,
     TupleV,
+    quote,
 )
-from .recipe import quote
 from .syntax import parse_document
 
 HEADER_ORDER = ("recipe", "seed", "output")
@@ -108,7 +109,7 @@ def _(value: ListV) -> str:
 
 @value_text.register
 def _(value: TupleV) -> str:
-    return f"({_joined(value.items)})"
+    return f"({_joined(value.items)},)" if len(value.items) == 1 else f"({_joined(value.items)})"
 
 
 def _joined(values: list) -> str:

@@ -166,6 +166,12 @@ class Document:
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 
 
+def quote(text: str) -> str:
+    """A recipe string literal for text."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
 def unquote(token: Token) -> str:
     body, out, i = token[1:-1], [], 0
     while i < len(body):
@@ -246,6 +252,8 @@ class _ToNodes(Transformer):
 
     def args(self, meta, children):
         return list(children)
+
+    call_args = args
 
     def call(self, meta, children):
         name, args = children

@@ -6,8 +6,6 @@ declared here, are the function's positional parameters. Defaults are those of
 `language.md`.
 """
 
-from __future__ import annotations
-
 import functools
 import operator
 import re
@@ -15,9 +13,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from .nodes import quote
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Validators are built at the first validation, not at import: one for the
+    # Recipe and one for each function a recipe calls, not one for every model.
+    # (So defaults that are models are made with model_construct, which builds none.)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 def _tagged(*members):
@@ -62,12 +65,6 @@ class Selector(Strict):
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+")
-
-
-def quote(text: str) -> str:
-    """A recipe string literal for text."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return f'"{escaped}"'
 
 
 class SelectorList(Strict):
@@ -139,7 +136,7 @@ Head = _tagged(LinearHead, MlpHead)
 
 class ModelSpec(Strict):
     backbone: str = Field(description="a torchvision classification model builder, e.g. resnet50")
-    weights: Weights = NoWeights()
+    weights: Weights = NoWeights.model_construct()
     head: Head | None = Field(None, description="replaces the classifier; without it the builder's own stays")
 
 
@@ -375,9 +372,9 @@ class Gradual(Strict):
 
 class TrainSpec(Strict):
     epochs: Annotated[int, Field(ge=1, le=100_000)]
-    optimizer: Optimizer = AdamW()
+    optimizer: Optimizer = AdamW.model_construct()
     lr: Rates | None = None
-    schedule: Schedule = Constant()
+    schedule: Schedule = Constant.model_construct()
     freeze: SelectorList | None = Field(None, description="frozen at the start of epoch 1")
     events: list[ThawEvent] = Field([], description="`at epoch N freeze|unfreeze ...` lines")
     gradually: Gradual | None = None
@@ -427,7 +424,7 @@ class EarlyStop(Strict):
 
 
 class EvaluateSpec(Strict):
-    metrics: list[Metric] = [LossMetric(), AccuracyMetric()]
+    metrics: list[Metric] = [LossMetric.model_construct(), AccuracyMetric.model_construct()]
     every: Size = Field(1, description="evaluate every N epochs (and always after the last)")
     best: str | None = Field(None, description="keep the best model by this metric")
     early_stop: EarlyStop | None = None
@@ -455,7 +452,7 @@ class Recipe(Strict):
     data: DataSpec
     groups: dict[str, SelectorList] = {}
     train: TrainSpec
-    evaluate: EvaluateSpec = EvaluateSpec()
+    evaluate: EvaluateSpec = EvaluateSpec.model_construct()
 
     _spans: dict = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr(default="")

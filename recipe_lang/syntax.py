@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections import deque
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -34,16 +36,23 @@ class _Newlines:
 
     def __init__(self):
         self.open: list[Token] = []  # brackets open at the last token read
+        self.continued: Token | None = None  # the comma that ends a line of the statement being read
+        self.recent: deque[Token] = deque(maxlen=3)  # the last tokens read, the newest last
 
     def process(self, stream):
-        self.open = []
+        self.open, self.continued = [], None
+        self.recent.clear()
         prev, last = None, None
         for token in stream:
             if token.type == "_NL":
                 if not self.open and prev not in _SWALLOW_NEWLINE_AFTER:
+                    self.continued = None
                     yield token
                     prev = "_NL"
+                elif not self.open and prev == "COMMA":
+                    self.continued = last
                 continue
+            self.recent.append(token)
             if token.type in _OPEN:
                 self.open.append(token)
                 if len(self.open) > MAX_DEPTH:
@@ -70,7 +79,7 @@ class _Newlines:
 def _parser() -> tuple[Lark, list, _Newlines]:
     comments: list = []
     newlines = _Newlines()
-    grammar = resources.files(__package__).joinpath("grammar.lark").read_text(encoding="utf-8")
+    grammar = Path(__file__).with_name("grammar.lark").read_text(encoding="utf-8")
     parser = Lark(
         grammar,
         parser="lalr",
@@ -146,7 +155,11 @@ def _parse_once(current: str, diagnostics: list, text: str, filename: str) -> Do
             raise _Recover(
                 Diagnostic(f"brackets nested deeper than {MAX_DEPTH} levels", Span.of_token(deep.token)), None
             ) from None
-        unclosed = _unclosed_bracket(error, newlines.open)
+        open_brackets = list(newlines.open)
+        comma = _misplaced_comma(error, current, newlines)
+        if comma:
+            raise comma from None
+        unclosed = _unclosed_bracket(error, open_brackets, current)
         if unclosed:
             raise _Recover(unclosed, None) from None
         block = _unclosed_block_at(error, current)
@@ -216,17 +229,74 @@ def _closed_before(text: str, line: int) -> str | None:
     return "\n".join(lines)
 
 
-def _unclosed_bracket(error: UnexpectedInput, open_brackets: list[Token]) -> Diagnostic | None:
+def _unclosed_bracket(error: UnexpectedInput, open_brackets: list[Token], text: str) -> Diagnostic | None:
     if not open_brackets or isinstance(error, UnexpectedCharacters):
         return None
     bracket = open_brackets[-1]
     token = getattr(error, "token", None)
     ends = isinstance(error, UnexpectedEOF) or token is None or token.type in ("RBRACE", "$END", "_NL")
-    if not ends and (token.line or 0) <= bracket.line:
+    if not ends and (token.line or 0) <= bracket.line or _closed(bracket, text):
         return None
     return Diagnostic(
         f"'{bracket}' is never closed", Span.of_token(bracket), hint=f"close it with '{_CLOSING[bracket]}'"
     )
+
+
+def _closed(bracket: Token, text: str) -> bool:
+    """Whether a bracket is closed before the block or the file ends."""
+    parser, _, _ = _parser()
+    depth = 0
+    try:
+        for token in parser.lex(text):
+            if (token.start_pos or 0) < bracket.start_pos:
+                continue
+            depth += (token.type in _OPEN) - (token.type in _CLOSE)
+            if depth == 0 or token.type in ("LBRACE", "RBRACE"):
+                return depth == 0
+    except (UnexpectedInput, _TooDeep):
+        pass
+    return False
+
+
+def _misplaced_comma(error: UnexpectedInput, text: str, newlines: _Newlines) -> _Recover | None:
+    """A comma that ends a statement, or comes before `except` or `from`: named
+    at the comma, and parsing goes on without it."""
+    if isinstance(error, UnexpectedCharacters):
+        return None
+    comma, hint = newlines.continued, "remove it: a ',' at the end of a line continues the statement on the next line"
+    message = "trailing ',' at the end of the statement"
+    token = getattr(error, "token", None)
+    read = [t for t in newlines.recent if t is not token][-2:]  # the error token may not have reached the post-lexer
+    if len(read) == 2 and read[0].type == "COMMA" and str(read[1]) in _NO_COMMA_BEFORE:
+        comma, message = read[0], f"unexpected ',' before '{read[1]}'"
+        hint = f"remove it: {_NO_COMMA_BEFORE[str(read[1])]}"
+    elif comma is None:
+        return None
+    without = text[: comma.start_pos] + " " + text[comma.end_pos :]
+    if not _parses_further(without, error):
+        return None
+    return _Recover(Diagnostic(message, Span.of_token(comma), hint=hint), None, without)
+
+
+_NO_COMMA_BEFORE = {"except": "write a, b except c", "from": "write unfreeze gradually a, b from epoch N every K"}
+
+
+def _parses_further(text: str, error: UnexpectedInput) -> bool:
+    parser, _, _ = _parser()
+    try:
+        parser.parse(text)
+    except UnexpectedInput as later:
+        return _position(later) > _position(error)
+    except _TooDeep:
+        return False
+    return True
+
+
+def _position(error: UnexpectedInput) -> tuple[float, float]:
+    token = getattr(error, "token", None)
+    if isinstance(error, UnexpectedEOF) or token is not None and token.type == "$END":
+        return math.inf, math.inf
+    return error.line, error.column
 
 
 def _at_end(error: UnexpectedInput, text: str) -> bool:
@@ -329,6 +399,9 @@ def syntax_diagnostic(error: UnexpectedInput, text: str) -> Diagnostic:
     typo = _statement_typo(text, token)
     if typo:
         return typo
+    if _before_brace(token, text):
+        span = Span(token.line, token.column, token.line, token.column + 1)
+        return Diagnostic("unexpected '}'", span, hint=_expected_hint(_acceptable(error)))
     if token.type == "$END" or (token.type == "_NL" and not token.value):
         line, col = token.line or 1, token.column or 1
         if token.type == "$END" or line > len(source_lines(text)):
@@ -347,16 +420,27 @@ def syntax_diagnostic(error: UnexpectedInput, text: str) -> Diagnostic:
     return Diagnostic(f"unexpected {_describe(token)}", span, hint=hint)
 
 
+def _before_brace(token: Token, text: str) -> bool:
+    """Whether a token is the line end the post-lexer adds before a `}`."""
+    start = token.start_pos
+    return token.type == "_NL" and not token.value and start is not None and text[start : start + 1] == "}"
+
+
 def _shape_hint(text: str, token: Token, acceptable: set) -> str | None:
-    """Plain words for two shapes people reach for: `key = value` and a bare `unfreeze`."""
+    """Plain words for shapes people reach for: `key = value`, a bare `unfreeze`,
+    a `}` too many and a comma that starts a line."""
     lines = source_lines(text)
     line = lines[token.line - 1] if 0 < (token.line or 0) <= len(lines) else ""
     assigned = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", line)
     if assigned and _SELECTOR_START <= acceptable and token.type not in _SELECTOR_START:
-        name = assigned.group(1)
-        return f"a statement takes no '=': write {name} {line.split('=', 1)[1].strip()} ('=' defines a group)"
+        name, value = assigned.group(1), line.split("=", 1)[1].split("#", 1)[0].strip() or "VALUE"
+        return f"a statement takes no '=': write {name} {value} ('=' defines a group)"
     if acceptable == {"GRADUALLY"}:
         return "write at epoch N unfreeze ..., or unfreeze gradually A, B from epoch N every K"
+    if token.type == "RBRACE" and "RBRACE" not in acceptable:
+        return "no block is open here: remove it"
+    if token.type == "COMMA" and not line[: token.column - 1].strip():
+        return "a statement goes on to the next line only after a ',' at the end of its line: move the ',' there"
     return None
 
 

@@ -393,3 +393,29 @@ def test_syntax_check_and_fmt_import_no_torch(tmp_path, calls, codes):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(codes)
+
+
+LOADED = """
+import sys
+import recipe_lang.cli
+{run}
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"lark", "pydantic", "torch", "torchvision"}}))
+"""
+
+
+@pytest.mark.parametrize(
+    "run, libraries",
+    [
+        ("", []),
+        (f"recipe_lang.cli.main(['fmt', '--check', {str(PETS)!r}])", ["lark"]),
+        (f"recipe_lang.cli.main(['check', '--syntax', {str(PETS)!r}])", ["lark", "pydantic"]),
+    ],
+    ids=["cli-imported", "fmt", "check-syntax"],
+)
+def test_commands_load_only_the_libraries_they_use(tmp_path, run, libraries):
+    """Start-up time: the command line imports neither parser nor models before
+    it knows the command, and fmt, which validates nothing, never loads Pydantic."""
+    code = LOADED.format(run=run)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(libraries)

@@ -347,10 +347,53 @@ CASES = [
         |x {
         |  numbers 3e-3, 3E-4, -2, .5, 1., +7
         |  literals true, false, none
-        |  call f(1, k=[1, 2], t=(0.6, 1.0), one=(1), empty=[])
+        |  call f(1, k=[1, 2], t=(0.6, 1.0), one=(1,), empty=[])
         |  nested f(g(h(x=1)))
         |  kw a=1, b="s"
         |  bare
+        |}
+        """,
+    ),
+    (
+        "trailing commas inside brackets dropped; a call over several lines joined",
+        """
+        |model {
+        |  head linear(
+        |    classes=7,
+        |    dropout=0.5,
+        |  )
+        |}
+        |data {
+        |  train_transforms random_resized_crop(224, scale=[0.6, 1.0,],), hflip(p=0.5,)
+        |  x f(t=(1,), u=(1, 2,), v=[1,])
+        |}
+        """,
+        """
+        |model {
+        |  head linear(classes=7, dropout=0.5)
+        |}
+        |
+        |data {
+        |  train_transforms random_resized_crop(224, scale=[0.6, 1.0]), hflip(p=0.5)
+        |  x f(t=(1,), u=(1, 2), v=[1])
+        |}
+        """,
+    ),
+    (
+        "comments inside a call over several lines go above it",
+        """
+        |model {
+        |  head mlp(  # the new head
+        |    classes=7,  # one per breed
+        |    hidden=[512, 256,],
+        |  )  # replaces fc
+        |}
+        """,
+        """
+        |model {
+        |  # the new head
+        |  # one per breed
+        |  head mlp(classes=7, hidden=[512, 256])  # replaces fc
         |}
         """,
     ),

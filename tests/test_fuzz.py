@@ -40,7 +40,7 @@ SNIPPETS = [
     '"layer*"', '"a\\nb"', "top_k(5)", "top_k()", "linear(classes=3)", "split(0.5)", "weights", "default",
     "at epoch 2 unfreeze ", "freeze ", "unfreeze gradually ", " from epoch ", " every ", " except ", " warmup=",
     "model {", "data {", "groups {", "train {", "evaluate {", "recipe \"r\"\n", "epochs 3\n", "lr 1e-3\n",
-    "a = b\n", "x=(", "((((((((", "[[[[[[[[", "))))", "]]]]",
+    "a = b\n", "x=(", "((((((((", "[[[[[[[[", "))))", "]]]]", ",)", ",]", ",,", ",\n}", ", except ", ", from ",
 ]
 # fmt: on
 
