@@ -6,7 +6,8 @@ Three rules, over every code span and code block of the two pages:
 - in a table row that starts with a command (`ftr run FILE` | ... `--resume` ...),
   every flag in the row is one of that command's;
 - any other flag in backticks belongs to some `ftr` command, to the compiled script
-  (the flags of its argument parser in templates/), or to a tool named in FOREIGN.
+  (the flags of its argument parser in templates/), to a tool named in FOREIGN, or
+  to the program whose command line the span is (`python bench/x.py --runs 5`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ FOREIGN = {
     "--nproc_per_node": "torchrun",
     "--standalone": "torchrun",
     "--index-url": "pip",
-    "--images": "bench/throughput.py",
-    "--size": "bench/throughput.py",
 }
+# a span that starts with another program's command line: its flags are that program's
+OTHER_PROGRAM = re.compile(r"\s*(python (-m \S+|\S+\.py)|ruff|pytest|pip|git|make|bash|npm|npx)\b")
 
 FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 
@@ -111,7 +112,7 @@ def test_every_flag_mentioned_belongs_to_something():
     unknown = set()
     for page in PAGES:
         for span in _spans(page.read_text(encoding="utf-8")):
-            if re.match(r"\s*(python -m )?(ruff|pytest|pip|git|make|bash)\b", span):
+            if OTHER_PROGRAM.match(span):
                 continue
             unknown |= {(page.name, f) for f in FLAG.findall(span) if f.startswith("--") and f not in known}
     assert not unknown, sorted(unknown)
