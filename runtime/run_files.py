@@ -62,7 +62,7 @@ def read_tensors(path: Path):
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if "central directory" in first or isinstance(error, EOFError):
             raise RunFileError(path, f"is damaged: {CUT_SHORT}") from None
-        raise RunFileError(path, f"is not a file torch.save wrote, or is damaged ({first[:120]})") from None
+        raise RunFileError(path, "is not a file torch.save wrote, or is damaged") from None
 
 
 def read_text(path: Path) -> str:

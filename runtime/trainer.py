@@ -142,12 +142,12 @@ class Trainer:
         they were when it was written."""
         path = self.out / name
         state = ckpt.read_checkpoint(path)
+        self._check_classes(state, path)  # before the plan's digest, which the classes change too
         if state["plan"] != self.plan.digest():
             raise PlanMismatch(
                 f"{path} was written by another recipe or other settings "
                 f"(plan {state['plan']}, this one {self.plan.digest()})"
             )
-        self._check_classes(state, path)
         world, size = state.get("world", 1), self.dist.world.size
         if world != size:
             how = "in one process (ftr run ... --resume, no --nproc, no torchrun)"

@@ -46,6 +46,7 @@ CONTRACT = (  # the run folder of design.md
     "best.pt",
     "checkpoint.pt",
     "summary.json",
+    "checkpoint.previous.pt",  # the checkpoint before checkpoint.pt, from a run's second epoch on
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
