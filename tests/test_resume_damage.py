@@ -21,6 +21,7 @@ from test_compile import compile_to, script_ok
 from test_run import assert_rows_close, ftr, metrics, recipe_text, run_ok, weights, write_recipe
 
 import runtime.checkpoint
+import runtime.trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -295,3 +296,66 @@ def test_a_class_folder_renamed_before_the_resume_is_refused(image_data, capsys,
     assert "the data's classes are not those of the run" in err
     assert "added class_9; removed class_3" in err and "--overwrite" in err
     assert "Traceback" not in err
+
+
+def remove_after_epoch_1(monkeypatch, image: Path, corrupt: bool) -> None:
+    """The image deleted (or overwritten with junk) once epoch 1 is checkpointed."""
+    real = runtime.trainer.Trainer.save_checkpoint
+
+    def saving(self, epoch):
+        real(self, epoch)
+        if epoch == 1:
+            image.write_bytes(b"not a png") if corrupt else image.unlink()
+
+    monkeypatch.setattr(runtime.trainer.Trainer, "save_checkpoint", saving)
+
+
+@pytest.mark.parametrize("corrupt", [False, True], ids=["deleted", "corrupted"])
+def test_an_image_that_goes_bad_between_epochs_is_named_or_skipped(image_data, capsys, monkeypatch, corrupt):
+    monkeypatch.chdir(image_data)
+    image = image_data / "data" / "train" / "class_2" / "05.png"
+    keep = image.read_bytes()
+    remove_after_epoch_1(monkeypatch, image, corrupt)
+    code, _, err = ftr(capsys, "run", write_recipe(image_data, TWO), "--out", "named", "--device", "cpu", "--quiet")
+    assert code == 1, err
+    assert "cannot read image 'data/train/class_2/05.png'" in err and "skip_bad_images" in err
+    assert "the checkpoint of epoch 1 is kept" in err and "Traceback" not in err
+
+    image.write_bytes(keep)
+    skipping = recipe_text(epochs=2, data="skip_bad_images true", evaluate="metrics loss, accuracy\n  best loss")
+    summary = run_ok(capsys, write_recipe(image_data, skipping), "skipped")
+    assert summary["skipped_images"] == 1 and [row["epoch"] for row in metrics(image_data / "skipped")] == [1, 2]
+
+
+@pytest.mark.parametrize("backend_kind", BACKENDS)
+def test_a_symbolic_link_loop_in_an_image_folder_is_a_message(image_data, capsys, monkeypatch, backend_kind):
+    monkeypatch.chdir(image_data)
+    backend = Backend(backend_kind, image_data, capsys, TWO)
+    (image_data / "data" / "train" / "class_0" / "loop").symlink_to("..")
+    code, err = backend.run(image_data / "out")
+    assert code == 1, err
+    assert "'data/train/class_0/loop' leads back to" in err and "symbolic link loop" in err
+    assert "Traceback" not in err
+
+
+def test_file_names_that_are_not_utf8_train(image_data, capsys, monkeypatch):
+    monkeypatch.chdir(image_data)
+    folder = os.fsencode(image_data / "data" / "train" / "class_1")
+    shutil.copy(os.path.join(folder, b"00.png"), os.path.join(folder, b"\xff\xfe-caf\xe9.png"))
+    summary = run_ok(capsys, write_recipe(image_data, TWO), "out")
+    assert summary["status"] == "finished"
+
+
+def test_a_csv_with_a_bom_quoted_fields_and_a_missing_label(image_data, capsys, monkeypatch):
+    monkeypatch.chdir(image_data)
+    rows = [f'"data/train/class_{c}/{i:02d}.png","kind, {c}"' for c in range(4) for i in range(8)]
+    table = image_data / "t.csv"
+    table.write_bytes(("\ufeffimage,label\r\n" + "\r\n".join(rows) + "\r\n").encode("utf-8"))
+    source = 'csv("t.csv", image="image", label="label")'
+    text = recipe_text(epochs=1, val="split(0.25)").replace('imagefolder("data/train")', source)
+    run_ok(capsys, write_recipe(image_data, text), "out")
+    assert json.loads((image_data / "out" / "classes.json").read_text()) == {f"kind, {c}": c for c in range(4)}
+
+    table.write_bytes(table.read_bytes() + b'"data/train/class_0/00.png",\r\n')
+    code, _, err = ftr(capsys, "run", write_recipe(image_data, text), "--out", "missing", "--device", "cpu")
+    assert code == 1 and "line 34 of 't.csv' has no label" in err and "Traceback" not in err

@@ -256,11 +256,26 @@ def at(root, path):
     return path if root in ("", ".") else os.path.join(root, path)
 
 
+def no_link_back(path):
+    """ImageFolder follows symbolic links: one back up the tree is a loop."""
+    seen = set()
+    for folder, subfolders, _ in os.walk(path, followlinks=True):
+        seen.add(os.path.realpath(folder))
+        for name in subfolders:
+            link = os.path.join(folder, name)
+            if os.path.realpath(link) in seen:
+                raise RunError(
+                    f"'{link}' leads back to a folder already read (a symbolic link "
+                    "loop): remove the link, or point it outside the data folder"
+                )
+
+
 def source(spec, root, train):
     """(dataset of (PIL image, class index), class names) for a data source."""
     kind = spec["kind"]
     if kind == "imagefolder":
         path = at(root, spec["path"])
+        no_link_back(path)
         try:
             dataset = torchvision.datasets.ImageFolder(path, loader=load_rgb)
         except (FileNotFoundError, NotADirectoryError) as error:
