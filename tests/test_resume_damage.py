@@ -359,3 +359,27 @@ def test_a_csv_with_a_bom_quoted_fields_and_a_missing_label(image_data, capsys, 
     table.write_bytes(table.read_bytes() + b'"data/train/class_0/00.png",\r\n')
     code, _, err = ftr(capsys, "run", write_recipe(image_data, text), "--out", "missing", "--device", "cpu")
     assert code == 1 and "line 34 of 't.csv' has no label" in err and "Traceback" not in err
+
+
+def test_an_interrupt_inside_a_write_of_the_script_is_an_interrupt(image_data, capsys):
+    """Ctrl-C inside torch.save ends as a RuntimeError raised while handling it: the
+    script's writer must raise the interrupt (which says how to resume), keep the old
+    file whole and rotate nothing."""
+    script = image_data / "train.py"
+    compile_to(capsys, write_recipe(image_data, TWO), script)
+    save = runpy.run_path(str(script), run_name="compiled_script")["save_atomically"]
+    folder = image_data / "run"
+    folder.mkdir()
+    (folder / "checkpoint.pt").write_bytes(b"old")
+
+    def write(out):
+        try:
+            out.write(b"half")
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("unexpected pos 35341440 vs 35341336")  # noqa: B012
+
+    with pytest.raises(KeyboardInterrupt):
+        save(folder / "checkpoint.pt", write, folder / "checkpoint.previous.pt")
+    assert [p.name for p in folder.iterdir()] == ["checkpoint.pt"]
+    assert (folder / "checkpoint.pt").read_bytes() == b"old"

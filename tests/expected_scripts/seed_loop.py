@@ -599,11 +599,14 @@ def save_atomically(path, write, previous=None):
         os.replace(temp, path)
     except BaseException as error:
         Path(temp).unlink(missing_ok=True)
-        # torch.save reports a failed write as a RuntimeError raised from the OSError
+        # torch.save reports a failed write, and Ctrl-C inside it, as a RuntimeError
+        # raised while handling the OSError or the KeyboardInterrupt
         cause = error
-        while cause is not None and not isinstance(cause, OSError):
+        while cause is not None and not isinstance(cause, (OSError, KeyboardInterrupt)):
             cause = cause.__context__
-        if isinstance(error, (OSError, RuntimeError)) and cause is not None:
+        if isinstance(cause, KeyboardInterrupt) and cause is not error:
+            raise cause from None
+        if isinstance(error, (OSError, RuntimeError)) and isinstance(cause, OSError):
             raise WriteFailed(path, cause) from None
         raise
 
