@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
+
+from .run_files import RunFileError, read_json
+
+_SUMMARY_KEYS = {"status": str, "epochs": int, "of_epochs": int, "final": dict, "seconds": (int, float)}
 
 
 class CompareError(Exception):
@@ -17,10 +20,18 @@ def read_run(folder: str) -> dict:
     if not path.exists():
         reason = "it is not a run folder" if not (Path(folder) / "checkpoint.pt").exists() else "it has not finished"
         raise CompareError(f"{folder} has no summary.json: {reason}")
+    hint = "finish the run again with `ftr run ... --resume` (delete summary.json first), or leave it out"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CompareError(f"{path} is not valid JSON: {error}") from None
+        summary = read_json(path)
+    except RunFileError as error:
+        raise CompareError(str(error.with_hint(hint))) from None
+    wrong = [key for key, kind in _SUMMARY_KEYS.items() if not isinstance(summary.get(key), kind)]
+    best = summary.get("best")
+    if best is not None and not (isinstance(best, dict) and {"metric", "value", "epoch"} <= best.keys()):
+        wrong.append("best")
+    if wrong:
+        raise CompareError(f"{path} is not a summary ftr wrote: {', '.join(wrong)} missing or of another type; {hint}")
+    return summary
 
 
 def compare_table(folders: list[str]) -> str:

@@ -7,7 +7,6 @@ others; errors that every process meets alike are printed by process 0 only.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from . import checkpoint as ckpt
 from .data import BadImage
 from .distributed import Distributed, DistributedError
 from .progress import Progress
-from .trainer import NonFiniteLoss, PlanMismatch, Trainer, UnsupportedSetting, WorldMismatch
+from .run_files import RunFileError, read_json
+from .trainer import ClassesMismatch, NonFiniteLoss, PlanMismatch, Trainer, UnsupportedSetting, WorldMismatch
 from .world import batch_error, resume_hint
 
 RUN_FILES = (
@@ -31,6 +31,8 @@ RUN_FILES = (
     "best.pt",
     "checkpoint.pt",
     "summary.json",
+    ckpt.PREVIOUS,
+    ckpt.DAMAGED,
 )
 
 
@@ -76,11 +78,23 @@ def run(request: RunRequest, dist: Distributed | None = None) -> dict:
     except DistributedError as error:
         raise RunError(str(error), local=error.local) from None
     with dist.session(device):
-        return _run(request, dist, plan, source, out, progress, device)
+        try:
+            return _run(request, dist, plan, source, out, progress, device)
+        except ckpt.WriteFailed as error:
+            raise RunError(f"{error}; nothing is half-written: {_write_hint(error, request, out, dist)}") from None
+        except RunFileError as error:  # read by every process alike, so said once
+            raise RunError(str(error)) from None
+
+
+def _write_hint(error: ckpt.WriteFailed, request: RunRequest, out: Path, dist: Distributed) -> str:
+    fix = "free space" if error.no_space else "make it writable"
+    if ckpt.has_checkpoint(out):
+        return f"{fix} and resume with: {resume_command(request, dist.world)}"
+    return f"{fix} and start again with: {resume_command(request, dist.world, resume=False)}"
 
 
 def _run(request: RunRequest, dist: Distributed, plan, source: str, out: Path, progress: Progress, device) -> dict:
-    resuming = _on_main(dist, lambda: _prepare(out, request))
+    resuming = _on_main(dist, lambda: _prepare(out, request, progress))
     if resuming is None:
         summary = _on_main(dist, lambda: _finished(out, plan))
         progress.say(f"{out} holds a finished run: nothing to resume")
@@ -92,17 +106,20 @@ def _run(request: RunRequest, dist: Distributed, plan, source: str, out: Path, p
         raise RunError(str(error)) from None
     if resuming:
         try:
-            trainer.resume()
+            trainer.resume(resuming)
         except PlanMismatch as error:
             raise RunError(
                 f"{error}; resume with the same recipe and --set options, or start again with --overwrite"
             ) from None
-        except WorldMismatch as error:
+        except (WorldMismatch, ClassesMismatch) as error:
             raise RunError(str(error)) from None
-        except FileNotFoundError as error:  # another machine, whose run folder is not the same folder
+        except RunFileError as error:
+            if dist.main:
+                raise
+            # another machine, whose run folder is not the same folder
             raise RunError(
-                f"process {dist.world.rank} cannot read {error.filename}: every process reads the "
-                "checkpoint to resume, so the run folder must be one that every machine sees",
+                f"process {dist.world.rank}: {error}: every process reads the checkpoint to resume, "
+                "so the run folder must be one that every machine sees",
                 local=True,
             ) from None
         progress.say(f"resuming {out} at epoch {trainer.start_epoch} of {plan.epochs}")
@@ -154,16 +171,21 @@ def _on_main(dist: Distributed, decide):
 
 
 def _finished(out: Path, plan) -> dict:
-    summary = json.loads((out / "summary.json").read_text())
+    try:
+        summary = read_json(out / "summary.json")
+    except RunFileError as error:
+        hint = f"delete it and run with --resume to write it again from {ckpt.CHECKPOINT}"
+        raise RunError(str(error.with_hint(hint))) from None
     if summary.get("plan") != plan.digest():
         raise RunError(f"{out} holds a finished run of other settings; use --overwrite to replace it")
     return summary
 
 
-def _prepare(out: Path, request: RunRequest) -> bool | None:
-    """True to resume, False to start; None when a finished run is asked to resume."""
+def _prepare(out: Path, request: RunRequest, progress: Progress) -> str | bool | None:
+    """The checkpoint to resume from, False to start; None when a finished run is asked to resume."""
     finished = (out / "summary.json").exists()
-    started = (out / "checkpoint.pt").exists()
+    started = ckpt.has_checkpoint(out)
+    _remove_temporaries(out)
     if request.overwrite:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -174,15 +196,34 @@ def _prepare(out: Path, request: RunRequest) -> bool | None:
             return None
         raise RunError(f"{out} holds a finished run; use --overwrite to replace it, or --out for another folder")
     if started and not request.resume:
-        state = ckpt.load_tensors(out / "checkpoint.pt")
+        epoch = _checkpoint_epoch(out)
+        done = f" (epoch {epoch} done)" if epoch is not None else ""
         raise RunError(
-            f"{out} holds an unfinished run (epoch {state['epoch']} done); "
-            "use --resume to continue it, or --overwrite to start again"
+            f"{out} holds an unfinished run{done}; use --resume to continue it, or --overwrite to start again"
         )
     if request.resume and not started:
         raise RunError(f"nothing to resume in {out}: it holds no checkpoint.pt; run without --resume")
     out.mkdir(parents=True, exist_ok=True)
-    return request.resume
+    if not request.resume:
+        return False
+    found = ckpt.find_checkpoint(out)
+    if found.note:
+        progress.say(f"warning: {found.note}")
+    return found.name
+
+
+def _remove_temporaries(out: Path) -> None:
+    """The temporary files of writes that a kill cut short (never read: they are not renamed)."""
+    for name in RUN_FILES:
+        for temporary in out.glob(f".{name}.*.tmp"):
+            temporary.unlink(missing_ok=True)
+
+
+def _checkpoint_epoch(out: Path) -> int | None:
+    try:
+        return ckpt.find_checkpoint(out, set_aside=False).epoch
+    except RunFileError:
+        return None
 
 
 def _write_start(out: Path, source: str, request: RunRequest, plan, classes: list[str]) -> None:
@@ -193,18 +234,25 @@ def _write_start(out: Path, source: str, request: RunRequest, plan, classes: lis
 
 
 def _last_good(out: Path) -> str:
-    path = out / "checkpoint.pt"
-    if not path.exists():
+    if not ckpt.has_checkpoint(out):
         return "no epoch had finished, so there is no checkpoint"
-    epoch = ckpt.load_tensors(path)["epoch"]
-    return f"the checkpoint of epoch {epoch} is kept in {path}"
+    try:
+        found = ckpt.find_checkpoint(out, set_aside=False)
+    except RunFileError as error:
+        return f"no checkpoint reads whole ({error})"
+    return f"the checkpoint of epoch {found.epoch} is kept in {out / found.name}"
 
 
-def interrupted_message(request: RunRequest, world=None, what: str = "interrupted") -> str:
+def resume_command(request: RunRequest, world=None, resume: bool = True) -> str:
     where = f" --out {request.out}" if request.out else ""
     sets = "".join(f" --set {o}" for o in request.overrides)
     processes = resume_hint(world) if world is not None else ""
+    flag = " --resume" if resume else ""
+    return f"ftr run {request.recipe}{where}{sets}{flag}{processes}"
+
+
+def interrupted_message(request: RunRequest, world=None, what: str = "interrupted") -> str:
     return (
         f"{what}; the last finished epoch is saved and nothing is half-written. "
-        f"Continue with: ftr run {request.recipe}{where}{sets} --resume{processes}"
+        f"Continue with: {resume_command(request, world)}"
     )

@@ -32,6 +32,7 @@ from .metrics import EarlyStop, Evaluation, better
 from .model import build_model, enter_phase, train_mode
 from .optim import Rates, build_optimizer, clear_state, steps_per_epoch
 from .progress import Progress
+from .run_files import read_json, read_jsonl
 
 
 class NonFiniteLoss(Exception):
@@ -51,6 +52,10 @@ class PlanMismatch(Exception):
 
 class WorldMismatch(Exception):
     """A checkpoint written by a run of another number of processes."""
+
+
+class ClassesMismatch(Exception):
+    """Data whose classes are not those the checkpoint's run learned."""
 
 
 @dataclass
@@ -124,18 +129,23 @@ class Trainer:
         self.cache = FeatureCache(self.out)
         self.cached: CachedSpan | None = None
         self.best: dict | None = None
+        self.best_weights: dict | None = None  # best.pt's tensors, on the CPU, in process 0
         self.start_epoch, self.global_step, self.history = 1, 0, []
         self.seconds_before = 0.0  # training time of the sessions before this one
         self.began = time.perf_counter()
 
     # --- resume ----------------------------------------------------------------
 
-    def resume(self) -> None:
-        """Continue from checkpoint.pt: model, optimizer, rates, RNG and loader state."""
-        state = ckpt.load_tensors(self.out / "checkpoint.pt")
+    def resume(self, name: str = ckpt.CHECKPOINT) -> None:
+        """Continue from a checkpoint (run.py picks checkpoint.pt or the one before):
+        model, optimizer, rates, RNG and loader state; metrics.jsonl and best.pt as
+        they were when it was written."""
+        path = self.out / name
+        state = ckpt.read_checkpoint(path)
+        self._check_classes(state, path)  # before the plan's digest, which the classes change too
         if state["plan"] != self.plan.digest():
             raise PlanMismatch(
-                f"{self.out / 'checkpoint.pt'} was written by another recipe or other settings "
+                f"{path} was written by another recipe or other settings "
                 f"(plan {state['plan']}, this one {self.plan.digest()})"
             )
         world, size = state.get("world", 1), self.dist.world.size
@@ -144,7 +154,7 @@ class Trainer:
             if world > 1:
                 how = f"in {world} (ftr run --nproc {world} ... --resume, or torchrun with as many)"
             raise WorldMismatch(
-                f"{self.out / 'checkpoint.pt'} was written by a run of {world} process{'es' if world > 1 else ''}, "
+                f"{path} was written by a run of {world} process{'es' if world > 1 else ''}, "
                 f"and this one has {size}: its data order and random streams are those of {world}; resume it "
                 f"{how}, or start again with --overwrite"
             )
@@ -161,7 +171,39 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         self.global_step = state["global_step"]
         self.seconds_before = state.get("seconds", 0.0)
-        self.history = [row for row in _read_metrics(self.out) if row["epoch"] <= state["epoch"]]
+        rows = state["history"] if "history" in state else read_jsonl(self.out / "metrics.jsonl")
+        self.history = [row for row in rows if row["epoch"] <= state["epoch"]]
+        self.best_weights = state.get("best_model")
+        if self.dist.main:
+            self._restore_files()
+
+    def _check_classes(self, state: dict, path: Path) -> None:
+        """The data's classes are the run's: a class folder added or removed since is refused."""
+        learned = state.get("classes")
+        if learned is None:  # a checkpoint from before classes were kept in it
+            index = read_json(self.out / "classes.json")
+            learned = [name for name, _ in sorted(index.items(), key=lambda item: item[1])]
+        now = list(self.data.classes)
+        if learned == now:
+            return
+        added, removed = [c for c in now if c not in learned], [c for c in learned if c not in now]
+        what = [f"added {', '.join(added)}"] if added else []
+        what += [f"removed {', '.join(removed)}"] if removed else []
+        raise ClassesMismatch(
+            f"the data's classes are not those of the run in {path.parent} "
+            f"({'; '.join(what) or 'the same names in another order'}): the model learned "
+            f"{len(learned)} ({', '.join(learned[:8])}{', ...' if len(learned) > 8 else ''}); put the data back "
+            "as it was to resume, or start again with --overwrite"
+        )
+
+    def _restore_files(self) -> None:
+        """metrics.jsonl and best.pt as of the checkpoint: rows and a best model written
+        after it (by the session that stopped) must not outlive the epochs run again."""
+        self._write_metrics()
+        if self.best is None:
+            (self.out / "best.pt").unlink(missing_ok=True)
+        elif self.best_weights is not None:
+            ckpt.save_tensors(self.out / "best.pt", self.best_weights)
 
     def save_checkpoint(self, epoch: int) -> None:
         """checkpoint.pt, by process 0; with several processes it holds every process's
@@ -170,15 +212,21 @@ class Trainer:
         rngs = self.dist.gather(rng) if self.dist.enabled else None
         if not self.dist.main:
             return
+        model = self.model.state_dict()
         state = {
-            "format": 1,
+            "format": 2,
             "plan": self.plan.digest(),
             "epoch": epoch,
             "global_step": self.global_step,
-            "model": self.model.state_dict(),
+            "model": model,
             "optimizer": self.optimizer.state_dict(),
             "rng": rng,
             "best": self.best,
+            # best.pt's tensors, so that a resume can put it back; the same tensors as
+            # "model" (stored once) when this epoch is the best
+            "best_model": model if self.best and self.best["epoch"] == epoch else self.best_weights,
+            "history": self.history,
+            "classes": list(self.data.classes),
             "early_stop": self.early_stop.state() if self.early_stop else None,
             "seconds": self.seconds_before + time.perf_counter() - self.began,
         }
@@ -187,7 +235,7 @@ class Trainer:
         if rngs is not None:
             state["world"] = self.dist.world.size
             state["rng_ranks"] = rngs
-        ckpt.save_tensors(self.out / "checkpoint.pt", state)
+        ckpt.save_checkpoint(self.out, state)
 
     # --- the loop --------------------------------------------------------------
 
@@ -378,7 +426,8 @@ class Trainer:
             if better(evaluate.best, value, self.best["value"] if self.best else None):
                 self.best = {"metric": evaluate.best, "value": value, "epoch": epoch}
                 if self.dist.main:
-                    ckpt.save_tensors(self.out / "best.pt", self.model.state_dict())
+                    self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                    ckpt.save_tensors(self.out / "best.pt", self.best_weights)
         if self.early_stop is not None and f"val_{self.stop_metric}" in row:
             return self.early_stop.update(self.stop_metric, row[f"val_{self.stop_metric}"])
         return False
@@ -386,13 +435,6 @@ class Trainer:
     def _write_metrics(self) -> None:
         lines = "".join(json.dumps(row, allow_nan=False) + "\n" for row in self.history)
         ckpt.save_text(self.out / "metrics.jsonl", lines)
-
-
-def _read_metrics(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _compiled(model: nn.Module) -> nn.Module:

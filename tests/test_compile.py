@@ -595,6 +595,7 @@ def test_compiled_script_under_torchrun_gives_the_numbers_of_one_process(capsys,
         "model.pt",
         "best.pt",
         "checkpoint.pt",
+        "checkpoint.previous.pt",
         "summary.json",
     }
     assert len(weights("two/checkpoint.pt")["rng"]) == 2  # every process's generators, for --resume

@@ -226,3 +226,31 @@ def test_plan_lists_what_strict_false_leaves_out(root, capsys):
     ]
     missing = json.loads(ftr(capsys, "plan", "--json", recipe)[1])["weights"]["missing"]
     assert len(missing) == 12 and missing[0] == "layer3.1.conv1.weight"
+
+
+DAMAGES = [
+    ("model.pt", b"PK\x03\x04 cut short", "'runs/damaged/model.pt' is not a torch checkpoint"),
+    ("model.pt", b"", "'runs/damaged/model.pt' is not a torch checkpoint"),
+    ("recipe.ftr", b"\xff\xfe\x00 not text", "cannot read 'runs/damaged/recipe.ftr': it is not UTF-8 text"),
+    ("classes.json", b'{"class_0": 0, "class_1', "cannot read 'runs/damaged/classes.json'"),
+]
+
+
+@pytest.mark.parametrize("name, content, message", DAMAGES, ids=[f"{d[0]}-{i}" for i, d in enumerate(DAMAGES)])
+def test_a_damaged_run_file_is_a_diagnostic(root, capsys, name, content, message):
+    folder = copy_of_run(root, "damaged")
+    (root / folder / name).write_bytes(content)
+    err = check_error(capsys, from_run(f'run("{folder}")'))
+    assert f"second.ftr:{LINE}:" in err and f"error: {message}" in err, err
+    assert "Traceback" not in err
+
+
+def test_a_hostile_model_pt_is_refused_and_runs_nothing(root, capsys):
+    from test_resume_damage import Hostile
+
+    folder = copy_of_run(root, "hostile")
+    marker = root / "pwned"
+    torch.save({"fc.weight": Hostile(marker)}, root / folder / "model.pt")
+    err = check_error(capsys, from_run(f'run("{folder}")'))
+    assert f"'{folder}/model.pt' is not a plain tensor checkpoint" in err and "Traceback" not in err
+    assert not marker.exists()

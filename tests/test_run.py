@@ -46,6 +46,7 @@ CONTRACT = (  # the run folder of design.md
     "best.pt",
     "checkpoint.pt",
     "summary.json",
+    "checkpoint.previous.pt",  # the checkpoint before checkpoint.pt, from a run's second epoch on
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -778,3 +779,20 @@ def test_compare(image_data, capsys, monkeypatch):
     (image_data / "second" / "summary.json").unlink()
     code, _, err = ftr(capsys, "compare", "first", "second")
     assert code == 1 and "has not finished" in err
+
+
+def test_compare_names_a_damaged_summary(image_data, capsys, monkeypatch):
+    monkeypatch.chdir(image_data)
+    recipe = write_recipe(image_data, recipe_text(epochs=1))
+    run_ok(capsys, recipe, "a")
+    for content, problem in (
+        ('{"status": "finished", "epo', "a/summary.json is not valid JSON (line 1, column 24"),
+        ("", "a/summary.json is empty"),
+        ("[1, 2]", "a/summary.json holds a JSON list, not the dict ftr writes"),
+        ('{"status": "finished"}', "a/summary.json is not a summary ftr wrote: epochs, of_epochs, final, seconds"),
+    ):
+        (image_data / "a" / "summary.json").write_text(content)
+        code, _, err = ftr(capsys, "compare", "a")
+        assert code == 1, content
+        assert err.startswith(f"ftr compare: error: {problem}"), err
+        assert "Traceback" not in err

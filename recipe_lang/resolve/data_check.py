@@ -55,6 +55,7 @@ def imagefolder_classes(path: str) -> list[str]:
             f"data folder '{path}' is empty",
             hint=f"expected one folder per class: {os.path.join(path, '<class>', '<image>')}",
         ) from None
+    _no_link_back(path)
     empty = [os.path.join(path, c) for c in classes if not _has_image(os.path.join(path, c))]
     if empty:
         notes = [f"no images in '{folder}'" for folder in empty[1:5]]
@@ -66,6 +67,21 @@ def imagefolder_classes(path: str) -> list[str]:
             notes=notes,
         )
     return classes
+
+
+def _no_link_back(path: str) -> None:
+    """No folder is reached twice through symbolic links (ImageFolder follows them): a
+    link back up the tree would have every image under it read again, tens of times."""
+    seen = set()
+    for folder, subfolders, _ in os.walk(path, followlinks=True):
+        seen.add(os.path.realpath(folder))
+        for name in subfolders:
+            link = os.path.join(folder, name)
+            if os.path.realpath(link) in seen:
+                raise Problem(
+                    f"'{link}' leads back to '{os.path.realpath(link)}', a folder already read: a symbolic link loop",
+                    hint="remove the link, or point it outside the data folder: its images would be read again",
+                )
 
 
 def csv_classes(path: str, root: str | None, image: str = "file", label: str = "label") -> list[str]:

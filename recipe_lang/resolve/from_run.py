@@ -55,8 +55,15 @@ def check_folder(spec: RunWeights) -> None:
 def run_recipe(folder: str) -> Recipe:
     """The run's recipe as it ran: recipe.ftr with the --set options noted at its top."""
     path = os.path.join(folder, "recipe.ftr")
-    with open(path, encoding="utf-8") as file:
-        source = file.read()
+    try:
+        with open(path, encoding="utf-8") as file:
+            source = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "it is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else error.strerror or str(error)
+        raise Problem(
+            f"cannot read '{path}': {reason}",
+            hint="give a run folder whose files are whole (copy it again), or start from weights file(...)",
+        ) from None
     overrides = [m.group(1) for m in map(_OVERRIDE.fullmatch, source.splitlines()) if m]
     try:
         from .. import parse

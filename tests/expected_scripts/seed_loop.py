@@ -57,15 +57,18 @@ Run it from the folder the recipe's paths are relative to (or give --root):
                   [--epochs N] [--device DEVICE] [--resume] [--overwrite] [--quiet]
 
 It writes the run folder `ftr run` writes (recipe.ftr, metrics.jsonl,
-classes.json, model.pt, best.pt, checkpoint.pt, summary.json), with the same
-numbers for the same recipe, data and seed. --resume continues an interrupted
-run from its last finished epoch.
+classes.json, model.pt, best.pt, checkpoint.pt and the one before it,
+checkpoint.previous.pt, summary.json), with the same numbers for the same recipe,
+data and seed. --resume continues an interrupted run from its last finished
+epoch, or from the one before when the last checkpoint is damaged.
 """
 
 import argparse
+import errno
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import tempfile
@@ -253,11 +256,26 @@ def at(root, path):
     return path if root in ("", ".") else os.path.join(root, path)
 
 
+def no_link_back(path):
+    """ImageFolder follows symbolic links: one back up the tree is a loop."""
+    seen = set()
+    for folder, subfolders, _ in os.walk(path, followlinks=True):
+        seen.add(os.path.realpath(folder))
+        for name in subfolders:
+            link = os.path.join(folder, name)
+            if os.path.realpath(link) in seen:
+                raise RunError(
+                    f"'{link}' leads back to a folder already read (a symbolic link "
+                    "loop): remove the link, or point it outside the data folder"
+                )
+
+
 def source(spec, root, train):
     """(dataset of (PIL image, class index), class names) for a data source."""
     kind = spec["kind"]
     if kind == "imagefolder":
         path = at(root, spec["path"])
+        no_link_back(path)
         try:
             dataset = torchvision.datasets.ImageFolder(path, loader=load_rgb)
         except (FileNotFoundError, NotADirectoryError) as error:
@@ -544,13 +562,30 @@ RUN_FILES = (
     "best.pt",
     "checkpoint.pt",
     "summary.json",
+    "checkpoint.previous.pt",
+    "checkpoint.damaged.pt",
 )
+# checkpoint.pt is the last epoch's, checkpoint.previous.pt the one before: a
+# resume takes the first that reads whole, and sets a damaged one aside
+CHECKPOINTS = ("checkpoint.pt", "checkpoint.previous.pt")
+CUT_SHORT = "cut short (a copy that stopped, or a disk that filled)"
 
 
-def save_atomically(path, write):
+class WriteFailed(RunError):
+    """A run file not written; the file as it was before is intact."""
+
+    def __init__(self, path, error):
+        self.no_space = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        reason = "no space left on device" if self.no_space else error.strerror
+        super().__init__(f"{reason or error} writing {path}")
+
+
+def save_atomically(path, write, previous=None):
     """write(file) into a temporary file beside path, then rename it over path:
-    a reader (or a resumed run) sees the old file or the new one, never half."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    a reader (or a resumed run) sees the old file or the new one, never half.
+    With `previous`, the old file is renamed to it first."""
+    prefix = f".{path.name}."
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
@@ -559,14 +594,89 @@ def save_atomically(path, write):
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(temp, 0o666 & ~mask)
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
+        # torch.save reports a failed write, and Ctrl-C inside it, as a RuntimeError
+        # raised while handling the OSError or the KeyboardInterrupt
+        cause = error
+        while cause is not None and not isinstance(cause, (OSError, KeyboardInterrupt)):
+            cause = cause.__context__
+        if isinstance(cause, KeyboardInterrupt) and cause is not error:
+            raise cause from None
+        if isinstance(error, (OSError, RuntimeError)) and isinstance(cause, OSError):
+            raise WriteFailed(path, cause) from None
         raise
 
 
 def save_tensors(path, obj):
     save_atomically(path, lambda file: torch.save(obj, file))
+
+
+def cpu_copy(state):
+    return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
+
+
+def read_tensors(path):
+    """What torch.save wrote, tensors and plain containers only: nothing in it runs."""
+    if not path.is_file() or path.stat().st_size == 0:
+        what = "empty" if path.is_file() else "missing"
+        raise RunError(f"{path} is {what}: {CUT_SHORT}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(
+            f"{path} holds objects other than tensors: it was refused unread, "
+            "and nothing in it ran"
+        ) from None
+    except Exception as error:  # a damaged zip: RuntimeError, EOFError, OSError, ...
+        cut = isinstance(error, (EOFError, OSError)) or "directory" in str(error)
+        what = "is damaged" if cut else "is not a file torch.save wrote, or is damaged"
+        raise RunError(f"{path} {what}: {CUT_SHORT}") from None
+
+
+def read_json(path):
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise RunError(f"{path} is not valid JSON ({error}): {CUT_SHORT}") from None
+    if not isinstance(value, dict):
+        raise RunError(f"{path} holds no JSON object")
+    return value
+
+
+def read_checkpoint(path):
+    state = read_tensors(path)
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise RunError(f"{path} is not a checkpoint of this script")
+    return state
+
+
+def find_checkpoint(out, set_aside=False):
+    """(the file to resume from, a note on the latest if it was not usable)."""
+    problems = []
+    for name in CHECKPOINTS:
+        path = out / name
+        if not path.exists():
+            if name == CHECKPOINTS[0]:
+                problems.append(f"{path} is missing (stopped while it was replaced)")
+            continue
+        try:
+            state = read_checkpoint(path)
+        except RunError as error:
+            problems.append(str(error))
+            continue
+        note = None
+        if problems:
+            note = f"{problems[0]}; resuming from {path} (epoch {state['epoch']})"
+            if set_aside and (out / CHECKPOINTS[0]).exists():
+                os.replace(out / CHECKPOINTS[0], out / "checkpoint.damaged.pt")
+        return path, note
+    problems = "; ".join(problems)
+    hint = "no complete checkpoint is left: start again with --overwrite"
+    raise RunError(f"{problems}; {hint}")
 
 
 def save_text(path, text):
@@ -662,6 +772,7 @@ class Training:
         self.step = 0  # optimizer steps so far
         self.start = 1  # the first epoch to train
         self.best = None  # {"metric", "value", "epoch"} of best.pt
+        self.best_weights = None  # best.pt's tensors, on the CPU
         self.early_stop = {"best": None, "bad": 0}
         self.history = []  # the rows of metrics.jsonl
         self.seconds_before = 0.0  # training time of the sessions before this one
@@ -676,25 +787,33 @@ class Training:
         save_json(self.out / "classes.json", classes)
 
     def save_checkpoint(self, epoch):
+        model = self.model.state_dict()
+        # best.pt's tensors, for a resume to put back: the model's own when it is the best
+        is_best = self.best is not None and self.best["epoch"] == epoch
         state = {
             "plan": PLAN_DIGEST,
             "epochs": self.epochs,
             "epoch": epoch,
             "step": self.step,
-            "model": self.model.state_dict(),
+            "model": model,
             "optimizer": self.optimizer.state_dict(),
             "rng": gathered(rng_state(self.train_loader.generator)),
             "processes": WORLD,
             "best": self.best,
+            "best_model": model if is_best else self.best_weights,
+            "history": self.history,
+            "classes": list(self.classes),
             "early_stop": self.early_stop,
             "seconds": self.seconds_before + time.perf_counter() - self.began,
         }
         if MAIN:
-            save_tensors(self.out / "checkpoint.pt", state)
+            path = self.out / "checkpoint.pt"
+            previous = self.out / "checkpoint.previous.pt"
+            save_atomically(path, lambda file: torch.save(state, file), previous)
 
     def resume(self):
-        path = self.out / "checkpoint.pt"
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        path, _ = find_checkpoint(self.out)  # process 0 has set a damaged one aside
+        state = read_checkpoint(path)
         if state.get("plan") != PLAN_DIGEST or state.get("epochs") != self.epochs:
             raise RunError(
                 f"{path} was written by another recipe or another --epochs; "
@@ -703,6 +822,7 @@ class Training:
         if state.get("processes") != WORLD:
             processes = state.get("processes")
             raise RunError(f"{path} was written by {processes} processes, not {WORLD}")
+        self.check_classes(state.get("classes"), path)
         enter_phase(self.model, phase_of(state["epoch"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -712,9 +832,37 @@ class Training:
         self.start = state["epoch"] + 1
         self.step = state["step"]
         self.seconds_before = state.get("seconds", 0.0)
-        lines = (self.out / "metrics.jsonl").read_text().splitlines()
-        rows = [json.loads(line) for line in lines if line.strip()]
-        self.history = [row for row in rows if row["epoch"] <= state["epoch"]]
+        done = state["epoch"]
+        self.history = [row for row in state["history"] if row["epoch"] <= done]
+        self.best_weights = state["best_model"]
+        if MAIN:  # rows and a best model written after the checkpoint are dropped
+            self.write_metrics()
+            if self.best is None:
+                (self.out / "best.pt").unlink(missing_ok=True)
+            else:
+                save_tensors(self.out / "best.pt", self.best_weights)
+
+    def check_classes(self, learned, path):
+        """A class folder added or removed since the run started is refused."""
+        if learned is None:
+            index = read_json(self.out / "classes.json")
+            learned = sorted(index, key=index.get)
+        if learned == self.classes:
+            return
+        added = [c for c in self.classes if c not in learned]
+        removed = [c for c in learned if c not in self.classes]
+        what = [f"added {', '.join(added)}"] if added else []
+        what += [f"removed {', '.join(removed)}"] if removed else []
+        raise RunError(
+            f"the data's classes are not those of the run in {path.parent} "
+            f"({'; '.join(what) or 'the same names in another order'}): the model learned "
+            f"{len(learned)}; put the data back as it was to resume, "
+            "or start again with --overwrite"
+        )
+
+    def write_metrics(self):
+        lines = [json.dumps(row, allow_nan=False) + "\n" for row in self.history]
+        save_text(self.out / "metrics.jsonl", "".join(lines))
 
     def train(self):
         """Train from self.start to the end (or an early stop); the status and epochs done."""
@@ -740,8 +888,7 @@ class Training:
             self.history.append(row)
             stop = self.after_evaluation(epoch, row)
             if MAIN:
-                lines = [json.dumps(r, allow_nan=False) + "\n" for r in self.history]
-                save_text(self.out / "metrics.jsonl", "".join(lines))
+                self.write_metrics()
             self.save_checkpoint(epoch)
             self.report(row)
             if stop:
@@ -830,12 +977,16 @@ class Training:
 def prepare(out, args):
     """True to resume, False to start; None when a finished run is asked to resume."""
     finished = (out / "summary.json").exists()
-    started = (out / "checkpoint.pt").exists()
+    started = any((out / name).exists() for name in CHECKPOINTS)
+    for name in RUN_FILES if MAIN else ():  # what a kill left of unfinished writes
+        for temporary in out.glob(f".{name}.*.tmp"):
+            temporary.unlink(missing_ok=True)
     if args.overwrite:
         for name in RUN_FILES if MAIN else ():
             (out / name).unlink(missing_ok=True)
     elif finished:
         if args.resume:
+            read_json(out / "summary.json")  # whole, or a message
             return None
         raise RunError(f"{out} holds a finished run; use --overwrite, or another --out")
     elif started and not args.resume:
@@ -846,15 +997,36 @@ def prepare(out, args):
     elif args.resume and not started:
         raise RunError(f"nothing to resume in {out}: it holds no checkpoint.pt")
     out.mkdir(parents=True, exist_ok=True)
+    if args.resume and not args.overwrite and MAIN:
+        _, note = find_checkpoint(out, set_aside=True)
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
     return args.resume and not args.overwrite
 
 
 def last_good(out):
-    path = out / "checkpoint.pt"
-    if not path.exists():
+    if not any((out / name).exists() for name in CHECKPOINTS):
         return "no epoch had finished, so there is no checkpoint"
-    epoch = torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    try:
+        path, _ = find_checkpoint(out)
+        epoch = read_checkpoint(path)["epoch"]
+    except RunError as error:
+        return f"no checkpoint reads whole ({error})"
     return f"the checkpoint of epoch {epoch} is kept in {path}"
+
+
+def again(argv, resume=True):
+    """The command that continues this run (or, with no checkpoint, starts it again)."""
+    given = sys.argv[1:] if argv is None else argv
+    flags = " ".join(a for a in given if a not in ("--overwrite", "--resume"))
+    return f"python {sys.argv[0]} {flags}{' --resume' if resume else ''}"
+
+
+def write_failed(error, out, argv):
+    fix = "free space" if error.no_space else "make it writable"
+    if any((out / name).exists() for name in CHECKPOINTS):
+        return f"error: {error}; nothing is half-written: {fix} and resume with: {again(argv)}"
+    return f"error: {error}; nothing is half-written: {fix} and start again: {again(argv, False)}"
 
 
 def arguments(argv):
@@ -894,21 +1066,25 @@ def main(argv=None):
             run.resume()
         else:
             run.write_start()
+    except WriteFailed as error:
+        print(write_failed(error, out, argv), file=sys.stderr)
+        return 1
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     started = time.perf_counter()
     try:
         status, epochs = run.train()
+    except WriteFailed as error:
+        print(write_failed(error, out, argv), file=sys.stderr)
+        return 1
     except RunError as error:
         print(f"error: {error}; {last_good(out)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        given = sys.argv[1:] if argv is None else argv
-        again = " ".join(a for a in given if a != "--overwrite")
         print(
             "interrupted; the last finished epoch is saved and nothing is half-written. "
-            f"Continue with: python {sys.argv[0]} {again} --resume",
+            f"Continue with: {again(argv)}",
             file=sys.stderr,
         )
         return 130
@@ -930,7 +1106,11 @@ def main(argv=None):
         "plan": PLAN_DIGEST,
         "ftr": FTR_VERSION,
     }
-    save_json(out / "summary.json", summary)
+    try:
+        save_json(out / "summary.json", summary)
+    except WriteFailed as error:
+        print(write_failed(error, out, argv), file=sys.stderr)
+        return 1
     if not args.quiet:
         seconds = summary["seconds"]
         print(f"{status}: {epochs} epochs in {seconds:.1f}s", file=sys.stderr)
