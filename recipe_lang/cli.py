@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--no-data",
         action="store_true",
-        help="open neither the data nor weight files (for recipes checked away from them)",
+        help=NO_DATA_HELP,
     )
     check.add_argument("-q", "--quiet", action="store_true", help="print nothing for a recipe that is fine")
     _add_set(check)
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--no-data",
         action="store_true",
-        help="open neither the data nor weight files (for recipes checked away from them)",
+        help=NO_DATA_HELP,
     )
     _add_set(plan)
     plan.set_defaults(run=_plan)
@@ -122,10 +122,15 @@ def _add_set(parser):
     )
 
 
-def _report(error: RecipeError) -> int:
-    """Print the diagnostics; the exit status: 2 for a command-line mistake, else 1."""
-    print(error.render(), file=sys.stderr)
+def _status(error: RecipeError) -> int:
+    """2 for a command-line mistake (a malformed or unknown --set), 1 for a recipe's."""
     return 2 if isinstance(error, UsageError) else 1
+
+
+def _report(error: RecipeError) -> int:
+    """Print the diagnostics; return the exit status."""
+    print(error.render(), file=sys.stderr)
+    return _status(error)
 
 
 def _warn(recipe) -> None:
@@ -205,7 +210,7 @@ def _run(args) -> int:
     except RecipeError as error:
         if world.main:  # every process resolves the same recipe
             _report(error)
-        return 2 if isinstance(error, UsageError) else 1
+        return _status(error)
     except RunError as error:
         if world.main or error.local:
             where = f" (process {world.rank} of {world.size})" if error.local and world.distributed else ""
