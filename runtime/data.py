@@ -426,8 +426,8 @@ class CheckedLoader(DataLoader):
     leaves out a batch with no readable image; without it, it raises BadImage
     for the first unreadable image."""
 
-    def __init__(self, *args, skip: bool, skipped: Skipped, **kwargs):
-        super().__init__(*args, collate_fn=collate_skipping, **kwargs)
+    def __init__(self, *args, skip: bool, skipped: Skipped, collate_fn=collate_skipping, **kwargs):
+        super().__init__(*args, collate_fn=collate_fn, **kwargs)
         self.skip = skip
         self.skipped = skipped
 
@@ -453,7 +453,7 @@ def seed_worker(worker_id: int) -> None:
 
 
 def loaders(
-    plan, data: Datasets, seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False
+    plan, data: Datasets, seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False, collate=None
 ) -> tuple[DataLoader, DataLoader | None]:
     """The train loader (shuffled with its own generator seeded with `seed`) and the val loader.
 
@@ -474,6 +474,8 @@ def loaders(
         extra = dict(num_workers=spec.workers, worker_init_fn=seed_worker, persistent_workers=False)
     if pin_memory:  # page-locked batches copy to a GPU faster; the numbers do not change
         extra["pin_memory"] = True
+    if collate is not None:  # a task's own batches (its collate takes care of unreadable images)
+        extra["collate_fn"] = collate
     make = DataLoader
     if spec.skip_bad_images or spec.workers > 0:
 

@@ -100,6 +100,13 @@ class Evaluation:
             out[f"val_{key}"] = value
         return out
 
+    def reduce(self, dist) -> None:
+        """Every sum over all processes: each val item counted once."""
+        self.unpack(dist.sum(self.pack()))
+
+    def details(self) -> None:
+        return None
+
     def pack(self) -> torch.Tensor:
         """[loss_sum, seen, correct, top counts (ascending k)..., confusion...] as float64."""
         head = [self.loss_sum, self.seen, self.correct, *(self.top[k] for k in self.ks)]

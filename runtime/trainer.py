@@ -26,13 +26,16 @@ from recipe_lang.resolve.plan import Plan
 
 from . import checkpoint as ckpt
 from .cache import CachedSpan, FeatureCache
-from .data import datasets, loaders
+from .data import loaders
 from .distributed import Distributed, DistributedError, rank_seed, sync_batchnorm
-from .metrics import EarlyStop, Evaluation, better
-from .model import build_model, enter_phase, train_mode
+from .metrics import EarlyStop, better
+from .model import enter_phase, train_mode
 from .optim import Rates, build_optimizer, clear_state, steps_per_epoch
 from .progress import Progress
 from .run_files import read_json, read_jsonl
+from .tasks import runtime_task
+
+PER_CLASS = "per_class.jsonl"  # a task's per-class figures, one row per evaluation
 
 
 class NonFiniteLoss(Exception):
@@ -91,8 +94,9 @@ class Trainer:
         plan = self.plan
         torch.manual_seed(plan.seed)
         random.seed(plan.seed)
-        self.data = datasets(plan)
-        model = build_model(plan)
+        self.task = runtime_task(plan)
+        self.data = self.task.datasets()
+        model = self.task.build_model()
         world = self.dist.world
         if world.distributed:
             try:
@@ -109,13 +113,14 @@ class Trainer:
             torch.manual_seed(seed)
             random.seed(seed)
         cuda = self.device.type == "cuda"
-        self.train_loader, self.val_loader = loaders(plan, self.data, plan.seed, world.rank, world.size, cuda)
+        self.train_loader, self.val_loader = loaders(
+            plan, self.data, plan.seed, world.rank, world.size, cuda, self.task.collate
+        )
         self.net = self.model  # what the loop trains: the model, or its DistributedDataParallel
         self.net_phase: int | None = None  # the first epoch of the phase self.net was wrapped for
         self.forward = self.evaluated = _compiled(self.model) if plan.train.compile else self.model
         self.steps = steps_per_epoch(len(self.train_loader), plan.train.accumulate)
         self.rates = Rates(plan, self.optimizer, self.steps)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=plan.train.label_smoothing)
         if plan.train.precision == "fp16" and self.device.type != "cuda":
             raise UnsupportedSetting(f"precision fp16 needs a CUDA device, not {self.device}; use bf16 or fp32")
         self.scaler = torch.amp.GradScaler("cuda") if plan.train.precision == "fp16" else None
@@ -131,6 +136,8 @@ class Trainer:
         self.best: dict | None = None
         self.best_weights: dict | None = None  # best.pt's tensors, on the CPU, in process 0
         self.start_epoch, self.global_step, self.history = 1, 0, []
+        self.details: list[dict] = []  # per-class figures of each evaluation, when the task has them
+        self.evaluation_details: dict | None = None
         self.seconds_before = 0.0  # training time of the sessions before this one
         self.began = time.perf_counter()
 
@@ -173,6 +180,7 @@ class Trainer:
         self.seconds_before = state.get("seconds", 0.0)
         rows = state["history"] if "history" in state else read_jsonl(self.out / "metrics.jsonl")
         self.history = [row for row in rows if row["epoch"] <= state["epoch"]]
+        self.details = [row for row in state.get("details", []) if row["epoch"] <= state["epoch"]]
         self.best_weights = state.get("best_model")
         if self.dist.main:
             self._restore_files()
@@ -226,6 +234,7 @@ class Trainer:
             # "model" (stored once) when this epoch is the best
             "best_model": model if self.best and self.best["epoch"] == epoch else self.best_weights,
             "history": self.history,
+            **({"details": self.details} if self.details else {}),
             "classes": list(self.data.classes),
             "early_stop": self.early_stop.state() if self.early_stop else None,
             "seconds": self.seconds_before + time.perf_counter() - self.began,
@@ -278,6 +287,8 @@ class Trainer:
             row = {"epoch": epoch, "train_loss": train_loss}
             if self._evaluates(epoch):
                 row.update(self.evaluate(epoch))
+                if self.evaluation_details is not None:
+                    self.details.append({"epoch": epoch, **self.evaluation_details})
             row.update({f"lr/{group}": rate for group, rate in rates.items()})
             row["seconds"] = time.perf_counter() - began
             self.history.append(row)
@@ -324,16 +335,17 @@ class Trainer:
         batches = len(self.train_loader)
         self.optimizer.zero_grad(set_to_none=True)
         bar = self.progress.epoch(epoch, plan.epochs, batches)
-        for i, (inputs, labels) in enumerate(loader):
+        for i, batch in enumerate(loader):
             if i % accumulate == 0:
                 self.rates.set(self.global_step)
             steps = (i + 1) % accumulate == 0 or i + 1 == batches
-            inputs, labels = self._to_device(inputs), labels.to(self.device)
+            inputs, targets = self.task.to_device(batch, self.device, self.layout)
+            n = self.task.count(targets)
             with self._gradient_sync(steps):
                 with self._autocast():
-                    loss = self.criterion(forward(inputs), labels)
+                    loss = self.task.loss(forward, inputs, targets)
                 if self.dist.enabled:
-                    n, value = len(labels), loss.item()
+                    value = loss.item()
                     finite = math.isfinite(value)
                     # one sum for all: whether any process's loss is non-finite, and train_loss's sums
                     bad, bad_value, loss_sum, count = self.dist.sum(
@@ -352,17 +364,11 @@ class Trainer:
                 seen += round(count)
                 bar.update(round(count), total / seen)
             else:
-                total += loss.item() * len(labels)
-                seen += len(labels)
-                bar.update(len(labels), total / seen)
+                total += loss.item() * n
+                seen += n
+                bar.update(n, total / seen)
         bar.close()
         return total / max(seen, 1)
-
-    def _to_device(self, inputs: torch.Tensor) -> torch.Tensor:
-        """A batch of images in the model's memory layout (cached features as they are)."""
-        if inputs.dim() == 4:
-            return inputs.to(self.device, memory_format=self.layout)
-        return inputs.to(self.device)
 
     def _gradient_sync(self, steps: bool):
         """DDP's no_sync() on a micro-batch after which no optimizer step comes: its
@@ -401,21 +407,18 @@ class Trainer:
         _, loader, forward = self._span(epoch)
         forward = forward or self.evaluated
         self.model.eval()
-        evaluation = Evaluation(self.plan.evaluate.metric_keys, len(self.data.classes))
+        evaluation = self.task.evaluation(self.data.classes)
         with torch.no_grad():
-            for inputs, labels in loader:
-                inputs, labels = self._to_device(inputs), labels.to(self.device)
-                with self._autocast():
-                    logits = forward(inputs)
-                logits = logits.float()
-                loss = nn.functional.cross_entropy(logits, labels)
-                if not self.dist.enabled and not torch.isfinite(loss):
-                    raise NonFiniteLoss(epoch, None, loss.item())
-                evaluation.update(logits, labels, loss.item() * len(labels))
-        if self.dist.enabled:  # every sum over all processes: each val item counted once
-            evaluation.unpack(self.dist.sum(evaluation.pack()))
+            for batch in loader:
+                inputs, targets = self.task.to_device(batch, self.device, self.layout)
+                loss = self.task.evaluate_batch(self.model, forward, inputs, targets, evaluation, self._autocast)
+                if not self.dist.enabled and not math.isfinite(loss):
+                    raise NonFiniteLoss(epoch, None, loss)
+        if self.dist.enabled:
+            evaluation.reduce(self.dist)
             if not math.isfinite(evaluation.loss_sum):  # NaN and inf stay so in a sum: all see it
                 raise NonFiniteLoss(epoch, None, evaluation.loss_sum / max(evaluation.seen, 1))
+        self.evaluation_details = evaluation.details()
         return evaluation.result()
 
     def _after_evaluation(self, epoch: int, row: dict) -> bool:
@@ -435,6 +438,10 @@ class Trainer:
     def _write_metrics(self) -> None:
         lines = "".join(json.dumps(row, allow_nan=False) + "\n" for row in self.history)
         ckpt.save_text(self.out / "metrics.jsonl", lines)
+        if self.details:
+            ckpt.save_text(self.out / PER_CLASS, "".join(json.dumps(row) + "\n" for row in self.details))
+        else:  # a resume to before the first evaluation that had them
+            (self.out / PER_CLASS).unlink(missing_ok=True)
 
 
 def _compiled(model: nn.Module) -> nn.Module:

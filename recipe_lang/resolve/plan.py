@@ -88,6 +88,7 @@ class Plan(Frozen):
     name: str
     seed: int
     output: str
+    task: str = "classification"
     backbone: str
     builder_kwargs: dict
     weights: ResolvedWeights
@@ -130,8 +131,16 @@ class Plan(Frozen):
         return reported
 
     def digest(self) -> str:
-        """A hash of every decision: a checkpoint of another plan is refused on resume."""
-        return hashlib.sha256(self.model_dump_json(exclude={"warnings"}).encode()).hexdigest()[:16]
+        """A hash of every decision: a checkpoint of another plan is refused on resume.
 
+        Fields that tasks added stay out while they hold their defaults, so that a
+        classification plan hashes as it did before tasks existed (its checkpoints
+        resume, its compiled scripts are unchanged)."""
+        defaults = {name for name in TASK_FIELDS if getattr(self, name) == Plan.model_fields[name].default}
+        left_out = {"warnings"} | defaults
+        return hashlib.sha256(self.model_dump_json(exclude=left_out).encode()).hexdigest()[:16]
+
+
+TASK_FIELDS = ("task",)
 
 IMAGENET = Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])

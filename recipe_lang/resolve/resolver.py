@@ -3,16 +3,16 @@ every parameter given one group, the trainable set of every epoch written out.""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..diagnostics import Diagnostic, RecipeError
-from ..recipe import CenterCrop, Normalize, Recipe, Resize
+from ..recipe import Recipe
 from ..validation_errors import span_for
-from . import architectures, cache, data_check, from_run, input_sizes, meta_forward, weights
-from .plan import IMAGENET, Classifier, Group, OptimizerGroup, Phase, Plan, Preprocess, ResolvedWeights
+from . import cache, from_run, weights
+from .plan import Classifier, Group, OptimizerGroup, Phase, Plan, ResolvedWeights
 from .problem import Problem
 from .selectors import ModelIndex, SelectorResolver
+from .tasks import task_resolver
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -54,11 +54,11 @@ class _Resolution:
 
     def plan(self) -> Plan:
         recipe = self.recipe
-        spec = recipe.model
-        model = self.attempt(("model", "backbone"), architectures.build, spec.backbone, "meta", False, self.sized_for())
+        task = self.task = task_resolver(getattr(recipe, "task", "classification"), self)
+        model = self.attempt(("model", "backbone"), task.build)
         self.fail_if_errors()
         backbone_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        classifier = self.classifier(model)
+        classifier = task.head(model)
         self.fail_if_errors()
         model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}  # the head in place
         resolved_weights = self.weights(backbone_shapes, model_shapes, classifier)
@@ -68,24 +68,25 @@ class _Resolution:
         if not any(d.is_error for d in self.diagnostics):  # else these would be consequences
             self.judge(phases)
             self.rates(groups, phases)
-        classes = self.data_classes(classifier) if self.check_data else None
+        classes = task.data_classes(classifier) if self.check_data else None
         if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
             self.run_classes(resolved_weights.spec, classes)
-        preprocess = self.preprocess(resolved_weights)
+        preprocess = task.preprocess(resolved_weights)
         if preprocess is not None:
-            self.check_shapes(model, preprocess)
+            task.check_inputs(model, preprocess)
         self.fail_if_errors()
-        blocked = cache.blockers(recipe.train, recipe.data, preprocess, index)
+        blocked = task.cache_blockers(preprocess, index)
         phases = [p.model_copy(update={"cache": cache.cached(p, index, blocked)}) for p in phases]
         recipe._warnings = recipe.warnings + self.diagnostics
         return Plan(
             name=recipe.name,
             seed=recipe.seed,
             output=recipe.output_dir,
-            backbone=spec.backbone,
-            builder_kwargs=architectures.builder_kwargs(spec.backbone),
+            task=getattr(recipe, "task", "classification"),
+            backbone=recipe.model.backbone,
+            builder_kwargs=task.builder_kwargs(),
             weights=resolved_weights,
-            head=spec.head,
+            head=recipe.model.head,
             classifier=classifier,
             total_params=sum(index.numel.values()),
             groups=groups,
@@ -100,48 +101,10 @@ class _Resolution:
             evaluate=recipe.evaluate,
             cache_blockers=blocked,
             warnings=[d.render(recipe.source, recipe.filename) for d in self.diagnostics],
+            **task.plan_fields(),
         )
 
-    # --- model, head, weights --------------------------------------------------
-
-    def classifier(self, model: nn.Module) -> Classifier | None:
-        head = self.recipe.model.head
-        if head is not None and head.at is not None:
-            spot = self.attempt(("model", "head", "at"), architectures.spot_at, model, head.at)
-        else:
-            spot = self.attempt(("model", "head" if head else "backbone"), architectures.find_classifier, model)
-        if spot is None:
-            return None
-        if head is not None:
-            with torch.device("meta"):
-                module = architectures.new_head(head, spot.in_features, spot.adapter)
-            architectures.replace_module(model, spot.path, module)
-        return Classifier(
-            path=spot.path,
-            in_features=spot.in_features,
-            out_features=spot.out_features,
-            adapter=spot.adapter,
-            replaced=head is not None,
-        )
-
-    def sized_for(self) -> dict:
-        """The builder arguments torchvision takes from the recipe's weights (a
-        ViT's image size): the model is built without them, as ftr run builds it with them."""
-        spec = self.recipe.model.weights
-        if spec.kind not in ("default", "enum"):
-            return {}
-        member = "default" if spec.kind == "default" else spec.member
-        try:
-            enum = weights.enum_member(self.recipe.model.backbone, member)
-        except Problem:
-            return {}  # reported when the weights are resolved
-        return architectures.weights_kwargs(self.recipe.model.backbone, enum)
-
-    def check_shapes(self, model: nn.Module, preprocess: Preprocess) -> None:
-        """The model run at every image size the recipe feeds it, the new head in place."""
-        sizes = input_sizes.fed(self.recipe, preprocess.train, preprocess.eval, self.check_data)
-        for problem, loc in meta_forward.check(model, sizes, self.recipe):
-            self.report(problem, *loc)
+    # --- weights ---------------------------------------------------------------
 
     def weights(self, backbone_shapes: dict, model_shapes: dict, classifier: Classifier) -> ResolvedWeights:
         spec = self.recipe.model.weights
@@ -440,67 +403,3 @@ class _Resolution:
                 if isinstance(module, NORM_TYPES):
                     out |= {f"{path}.{name}" if path else name for name, _ in module.named_parameters()}
         return out
-
-    # --- data and preprocessing ------------------------------------------------
-
-    def data_classes(self, classifier: Classifier) -> list[str] | None:
-        data = self.recipe.data
-        train = self.source_classes(data.train, ("data", "train"))
-        if data.val is not None and data.val.kind != "split":
-            val = self.source_classes(data.val, ("data", "val"))
-            if train is not None and val is not None and val != train:
-                missing = sorted(set(train) - set(val))
-                extra = sorted(set(val) - set(train))
-                notes = [f"only in train: {', '.join(missing[:5])}"] if missing else []
-                notes += [f"only in val: {', '.join(extra[:5])}"] if extra else []
-                self.report(
-                    Problem(
-                        "val has other classes than train",
-                        notes=notes,
-                        hint="both must hold the same class folders or labels",
-                    ),
-                    "data",
-                    "val",
-                )
-        if train is None:
-            return None
-        head = self.recipe.model.head
-        expected = head.classes if head else classifier.out_features
-        mismatch = data_check.count_mismatch(train, expected)
-        if mismatch:
-            if head is None:
-                mismatch.hint = f"add head linear(classes={len(train)}) to model"
-            self.report(mismatch, *(("model", "head", "classes") if head else ("data", "train")))
-        return train
-
-    def source_classes(self, source, loc: tuple) -> list[str] | None:
-        if source.kind == "imagefolder":
-            return self.attempt(loc, data_check.imagefolder_classes, source.path)
-        if source.kind == "csv":
-            return self.attempt(loc, data_check.csv_classes, source.path, source.root, source.image, source.label)
-        if source.kind == "torchvision":
-            return self.attempt(loc, data_check.torchvision_classes, source.name, source.root, source.download)
-        return [str(i) for i in range(source.classes)]
-
-    def preprocess(self, resolved: ResolvedWeights) -> Preprocess:
-        data = self.recipe.data
-        preset = None
-        if resolved.enum is not None:
-            member = resolved.enum.split(".", 1)[1]
-            preset = self.attempt(("model", "weights"), weights.preset, self.recipe.model.backbone, member)
-        if preset is None and "weights" in (data.eval_transforms, data.normalize):
-            return None  # the weights could not be resolved: already reported
-        eval_transforms = data.eval_transforms
-        if eval_transforms == "weights":
-            resize = Resize(size=preset["resize"], interpolation=preset["interpolation"])
-            eval_transforms = [resize, CenterCrop(size=preset["crop"])]
-        normalize = data.normalize
-        if normalize == "none":
-            mean = std = None
-        else:
-            if normalize == "weights":
-                normalize = Normalize(mean=preset["mean"], std=preset["std"])
-            elif normalize == "imagenet":
-                normalize = IMAGENET
-            mean, std = list(normalize.mean), list(normalize.std)
-        return Preprocess(train=data.train_transforms, eval=eval_transforms, mean=mean, std=std)

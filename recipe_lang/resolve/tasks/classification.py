@@ -1,0 +1,132 @@
+"""Resolving image classification: a torchvision classifier, its new head, class
+folders or CSV labels, and an ImageNet-style input pipeline."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...recipe import CenterCrop, Normalize, Resize
+from .. import architectures, cache, data_check, input_sizes, meta_forward, weights
+from ..plan import IMAGENET, Classifier, Preprocess, ResolvedWeights
+from ..problem import Problem
+from ..selectors import ModelIndex
+
+
+class TaskResolver:
+    def __init__(self, resolution):
+        self.res = resolution
+
+    def build(self) -> nn.Module:
+        return architectures.build(self.res.recipe.model.backbone, "meta", False, self.sized_for())
+
+    def builder_kwargs(self) -> dict:
+        return architectures.builder_kwargs(self.res.recipe.model.backbone)
+
+    def plan_fields(self) -> dict:
+        return {}
+
+    def cache_blockers(self, preprocess: Preprocess, index: ModelIndex) -> list[str]:
+        recipe = self.res.recipe
+        return cache.blockers(recipe.train, recipe.data, preprocess, index)
+
+    def head(self, model: nn.Module) -> Classifier | None:
+        head = self.res.recipe.model.head
+        if head is not None and head.at is not None:
+            spot = self.res.attempt(("model", "head", "at"), architectures.spot_at, model, head.at)
+        else:
+            spot = self.res.attempt(("model", "head" if head else "backbone"), architectures.find_classifier, model)
+        if spot is None:
+            return None
+        if head is not None:
+            with torch.device("meta"):
+                module = architectures.new_head(head, spot.in_features, spot.adapter)
+            architectures.replace_module(model, spot.path, module)
+        return Classifier(
+            path=spot.path,
+            in_features=spot.in_features,
+            out_features=spot.out_features,
+            adapter=spot.adapter,
+            replaced=head is not None,
+        )
+
+    def sized_for(self) -> dict:
+        """The builder arguments torchvision takes from the recipe's weights (a
+        ViT's image size): the model is built without them, as ftr run builds it with them."""
+        spec = self.res.recipe.model.weights
+        if spec.kind not in ("default", "enum"):
+            return {}
+        member = "default" if spec.kind == "default" else spec.member
+        try:
+            enum = weights.enum_member(self.res.recipe.model.backbone, member)
+        except Problem:
+            return {}  # reported when the weights are resolved
+        return architectures.weights_kwargs(self.res.recipe.model.backbone, enum)
+
+    def check_inputs(self, model: nn.Module, preprocess: Preprocess) -> None:
+        """The model run at every image size the recipe feeds it, the new head in place."""
+        sizes = input_sizes.fed(self.res.recipe, preprocess.train, preprocess.eval, self.res.check_data)
+        for problem, loc in meta_forward.check(model, sizes, self.res.recipe):
+            self.res.report(problem, *loc)
+
+    def data_classes(self, classifier: Classifier) -> list[str] | None:
+        data = self.res.recipe.data
+        train = self.source_classes(data.train, ("data", "train"))
+        if data.val is not None and data.val.kind != "split":
+            val = self.source_classes(data.val, ("data", "val"))
+            if train is not None and val is not None and val != train:
+                missing = sorted(set(train) - set(val))
+                extra = sorted(set(val) - set(train))
+                notes = [f"only in train: {', '.join(missing[:5])}"] if missing else []
+                notes += [f"only in val: {', '.join(extra[:5])}"] if extra else []
+                self.res.report(
+                    Problem(
+                        "val has other classes than train",
+                        notes=notes,
+                        hint="both must hold the same class folders or labels",
+                    ),
+                    "data",
+                    "val",
+                )
+        if train is None:
+            return None
+        head = self.res.recipe.model.head
+        expected = head.classes if head else classifier.out_features
+        mismatch = data_check.count_mismatch(train, expected)
+        if mismatch:
+            if head is None:
+                mismatch.hint = f"add head linear(classes={len(train)}) to model"
+            self.res.report(mismatch, *(("model", "head", "classes") if head else ("data", "train")))
+        return train
+
+    def source_classes(self, source, loc: tuple) -> list[str] | None:
+        if source.kind == "imagefolder":
+            return self.res.attempt(loc, data_check.imagefolder_classes, source.path)
+        if source.kind == "csv":
+            return self.res.attempt(loc, data_check.csv_classes, source.path, source.root, source.image, source.label)
+        if source.kind == "torchvision":
+            return self.res.attempt(loc, data_check.torchvision_classes, source.name, source.root, source.download)
+        return [str(i) for i in range(source.classes)]
+
+    def preprocess(self, resolved: ResolvedWeights) -> Preprocess:
+        data = self.res.recipe.data
+        preset = None
+        if resolved.enum is not None:
+            member = resolved.enum.split(".", 1)[1]
+            preset = self.res.attempt(("model", "weights"), weights.preset, self.res.recipe.model.backbone, member)
+        if preset is None and "weights" in (data.eval_transforms, data.normalize):
+            return None  # the weights could not be resolved: already reported
+        eval_transforms = data.eval_transforms
+        if eval_transforms == "weights":
+            resize = Resize(size=preset["resize"], interpolation=preset["interpolation"])
+            eval_transforms = [resize, CenterCrop(size=preset["crop"])]
+        normalize = data.normalize
+        if normalize == "none":
+            mean = std = None
+        else:
+            if normalize == "weights":
+                normalize = Normalize(mean=preset["mean"], std=preset["std"])
+            elif normalize == "imagenet":
+                normalize = IMAGENET
+            mean, std = list(normalize.mean), list(normalize.std)
+        return Preprocess(train=data.train_transforms, eval=eval_transforms, mean=mean, std=std)

@@ -1,0 +1,108 @@
+"""Resolving object detection: a torchvision detector, new class-dependent layers,
+VOC or COCO annotations, and transforms that the detector's own resize follows."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .. import data_check, detectors
+from ..plan import Classifier, Preprocess, ResolvedWeights
+from ..problem import Problem
+from ..selectors import ModelIndex
+
+CACHE_BLOCKER = "a detector trains on whole images and their boxes, never on cached features"
+
+
+class TaskResolver:
+    def __init__(self, resolution):
+        self.res = resolution
+        self.name = resolution.recipe.model.backbone
+
+    def build(self) -> nn.Module:
+        detectors.family(self.name)
+        self._check_sizes()
+        pretrained = self.res.recipe.model.weights.kind != "none"
+        return detectors.build(self.name, pretrained, self.builder_kwargs(), "meta")
+
+    def _check_sizes(self) -> None:
+        spec, kind = self.res.recipe.model, detectors.FAMILIES[self.name]
+        if kind not in detectors.FIXED_SIZE:
+            return
+        for field in ("min_size", "max_size"):
+            if getattr(spec, field) is not None:
+                size = detectors.FIXED_SIZE[kind]
+                self.res.report(
+                    Problem(
+                        f"{self.name} resizes every image to {size}x{size}: {field} does not apply",
+                        hint=f"remove {field}",
+                    ),
+                    "model",
+                    field,
+                )
+
+    def builder_kwargs(self) -> dict:
+        spec = self.res.recipe.model
+        if detectors.FAMILIES[self.name] in detectors.FIXED_SIZE:
+            return detectors.builder_kwargs(self.name, None, None)
+        return detectors.builder_kwargs(self.name, spec.min_size, spec.max_size)
+
+    def plan_fields(self) -> dict:
+        return {}
+
+    def head(self, model: nn.Module) -> Classifier | None:
+        head = self.res.recipe.model.head
+        if head is None:
+            self.res.report(
+                Problem(
+                    "a detection recipe needs head detection(classes=N)",
+                    hint="N: the number of object classes in the data; ftr adds the background itself",
+                ),
+                "model",
+                "backbone",
+            )
+            return None
+        spot = detectors.find_predictor(model, self.name)
+        module = detectors.new_predictor(model, self.name, head.classes)
+        detectors.replace_predictor(model, self.name, module, head.classes)
+        return Classifier(
+            path=spot.path, in_features=spot.in_features, out_features=spot.outputs, adapter="none", replaced=True
+        )
+
+    def data_classes(self, classifier: Classifier) -> list[str] | None:
+        data = self.res.recipe.data
+        train = self.source_classes(data.train, ("data", "train"))
+        if data.val is not None and data.val.kind != "split":
+            val = self.source_classes(data.val, ("data", "val"))
+            if train is not None and val is not None and val != train:
+                self.res.report(
+                    Problem(
+                        "val has other classes than train",
+                        notes=[f"train: {', '.join(train[:8])}", f"val: {', '.join(val[:8])}"],
+                        hint="give both the same classes=[...] (voc), or the same categories (coco)",
+                    ),
+                    "data",
+                    "val",
+                )
+        if train is None:
+            return None
+        mismatch = data_check.count_mismatch(train, self.res.recipe.model.head.classes)
+        if mismatch:
+            self.res.report(mismatch, "model", "head", "classes")
+        return train
+
+    def source_classes(self, source, loc: tuple) -> list[str] | None:
+        from ..detection_data_check import coco_classes, voc_classes
+
+        if source.kind == "voc":
+            return self.res.attempt(loc, voc_classes, source.path, source.split, source.classes)
+        return self.res.attempt(loc, coco_classes, source.path, source.images)
+
+    def preprocess(self, resolved: ResolvedWeights) -> Preprocess:
+        data = self.res.recipe.data
+        return Preprocess(train=data.train_transforms, eval=data.eval_transforms, mean=None, std=None)
+
+    def check_inputs(self, model: nn.Module, preprocess: Preprocess) -> None:
+        """Nothing to check: the detector resizes whatever it is given."""
+
+    def cache_blockers(self, preprocess: Preprocess, index: ModelIndex) -> list[str]:
+        return [CACHE_BLOCKER]

@@ -1,0 +1,122 @@
+"""Object detection: images and boxes in, the detector's own summed losses, COCO mAP.
+
+Labels in the data are 1..N (0 is background). A softmax detector (R-CNN, SSD)
+scores N+1 classes, background first; a sigmoid one (RetinaNet, FCOS) scores N,
+so its targets are shifted down by one going in and its detections up by one
+coming out.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from recipe_lang.resolve import detectors
+
+from ..data import Datasets, RgbLoader, split_indices
+from ..model import load_file_weights, load_run_weights
+from .detection_data import CocoDetection, Transformed, VocDetection, collate_detection, detection_pipeline
+from .detection_map import DetectionEvaluation
+
+
+class Task:
+    collate = staticmethod(collate_detection)
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.shift = 0 if detectors.background_slot(plan.backbone) else 1
+
+    # --- model -----------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        """The detector (init draws from the global RNG), its weights, then the new
+        class-dependent layers (draw again); a run's weights replace everything last."""
+        plan = self.plan
+        kind = plan.weights.spec.kind
+        model = detectors.build(plan.backbone, kind != "none", plan.builder_kwargs)
+        if plan.weights.enum:
+            weights = torchvision.models.get_weight(plan.weights.enum)
+            model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
+        if kind == "file":
+            load_file_weights(model, plan)
+        module = detectors.new_predictor(model, plan.backbone, plan.head.classes)
+        detectors.replace_predictor(model, plan.backbone, module, plan.head.classes)
+        if kind == "run":
+            load_run_weights(model, plan)
+        return model
+
+    # --- data ------------------------------------------------------------------
+
+    def datasets(self) -> Datasets:
+        plan = self.plan
+        data, pre = plan.data, plan.preprocess
+        loader = RgbLoader(mark=data.skip_bad_images or data.workers > 0)
+        train_tf = detection_pipeline(pre.train, train=True)
+        eval_tf = detection_pipeline(pre.eval, train=False)
+        base = self._source(data.train, loader)
+        classes = list(base.classes)
+        if data.val is None:
+            return Datasets(Transformed(base, train_tf), None, classes)
+        if data.val.kind == "split":
+            train_idx, val_idx = split_indices([0] * len(base), data.val.fraction, plan.seed)
+            return Datasets(Transformed(base, train_tf, train_idx), Transformed(base, eval_tf, val_idx), classes)
+        val = self._source(data.val, loader)
+        return Datasets(Transformed(base, train_tf), Transformed(val, eval_tf), classes)
+
+    def _source(self, source, loader):
+        if source.kind == "voc":
+            return VocDetection(source.path, source.split, source.classes, loader)
+        return CocoDetection(source.path, source.images, loader)
+
+    def to_device(self, batch, device: torch.device, layout) -> tuple:
+        images, targets = batch
+        images = [image.to(device) for image in images]
+        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+        return images, targets
+
+    def count(self, targets: list) -> int:
+        return len(targets)
+
+    # --- loss and evaluation ---------------------------------------------------
+
+    def loss(self, forward, images: list, targets: list) -> torch.Tensor:
+        losses = forward(images, self._model_targets(targets))
+        return sum(losses.values())
+
+    def _model_targets(self, targets: list) -> list[dict]:
+        """What the detector trains on: boxes and labels, without the boxes that
+        evaluation ignores (VOC's difficult, COCO's crowd)."""
+        out = []
+        for t in targets:
+            keep = ~t["ignore"]
+            out.append({"boxes": t["boxes"][keep], "labels": t["labels"][keep] - self.shift})
+        return out
+
+    def evaluation(self, classes: list[str]) -> DetectionEvaluation:
+        return DetectionEvaluation(classes)
+
+    def evaluate_batch(self, model, forward, images, targets, evaluation, autocast) -> float:
+        """The detector's training losses in train mode, BatchNorm statistics untouched
+        and the random generators restored (the samplers of R-CNN draw), then its
+        detections in eval mode."""
+        loss = self._val_loss(model, images, targets, autocast)
+        with autocast():
+            detections = model(images)
+        detections = [{k: v.float() if k != "labels" else v + self.shift for k, v in d.items()} for d in detections]
+        evaluation.update(detections, targets, loss * len(images))
+        return loss
+
+    def _val_loss(self, model: nn.Module, images, targets, autocast) -> float:
+        devices = [images[0].device] if images[0].device.type == "cuda" else []
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        with torch.random.fork_rng(devices=devices):
+            model.train()
+            for m in norms:
+                m.eval()
+            try:
+                with autocast():
+                    losses = model(images, self._model_targets(targets))
+            finally:
+                model.eval()
+        return float(sum(v.float() for v in losses.values()))
