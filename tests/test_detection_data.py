@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -219,6 +220,11 @@ def test_coco_file_problems_name_the_file(tmp_path):
     assert problem(CocoDetection, path, images, RgbLoader()) == (
         f"image '{Path(images, 'two.jpg')}' (images[1] of '{path}') does not exist"
     )
+    write_image(Path(images, "two.jpg"))
+    data = json.loads(Path(path).read_text())
+    data["images"][2]["id"] = 7
+    Path(path).write_text(json.dumps(data))
+    assert problem(CocoDetection, path, images, RgbLoader()) == f"'{path}': images[2] repeats the id 7"
     Path(path).write_text("{")
     assert problem(coco_classes, path).startswith(f"COCO annotation file '{path}' is not valid JSON (")
     assert problem(coco_classes, str(tmp_path / "none.json")) == (
@@ -264,7 +270,7 @@ def test_training_leaves_crowd_boxes_out_and_evaluation_keeps_them():
     image, target = sample([[1, 1, 8, 8], [10, 2, 30, 18], [2, 2, 5, 5]], [1, 2, 3], crowd=[False, True, False])
     _, evaluated = detection_pipeline([], train=False)(image, target)
     assert evaluated["labels"].tolist() == [1, 2, 3] and evaluated["crowd"].tolist() == [False, True, False]
-    _, trained = detection_pipeline([], train=True)(image, target)
+    _, trained = pickle.loads(pickle.dumps(detection_pipeline([], train=True)))(image, target)  # as workers get it
     assert trained["boxes"].tolist() == [[1, 1, 8, 8], [2, 2, 5, 5]] and trained["labels"].tolist() == [1, 3]
     assert trained["crowd"].tolist() == [False, False]
 

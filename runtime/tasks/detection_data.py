@@ -280,6 +280,8 @@ class CocoDetection(Dataset):
         for n, image in enumerate(data["images"]):
             if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
                 raise Problem(f"'{annotations_json}': images[{n}] needs an 'id' and a 'file_name'")
+            if image["id"] in row_of:
+                raise Problem(f"'{annotations_json}': images[{n}] repeats the id {image['id']!r}")
             path = os.path.join(images_dir, image["file_name"])
             if not os.path.isfile(path):
                 raise Problem(f"image '{path}' (images[{n}] of '{annotations_json}') does not exist")
