@@ -151,7 +151,7 @@ def _validation(recipe: Recipe):
 
 def _presets(recipe: Recipe):
     kind = recipe.model.weights.kind
-    if kind in ("default", "enum") or recipe.task == DETECTION:  # detection takes no preset: _task says so
+    if kind in ("default", "enum") or recipe.task == DETECTION:  # detection takes no preset: tasks.py says so
         return
     data = recipe.data
     uses = [("eval_transforms", data.eval_transforms == "weights"), ("normalize", data.normalize == "weights")]

@@ -442,7 +442,7 @@ class MapMetric(Strict):
 
 
 class Map50Metric(Strict):
-    """AP at IoU 0.5 (Pascal VOC's)."""
+    """AP at IoU 0.5."""
 
     kind: Literal["map50"] = "map50"
 
