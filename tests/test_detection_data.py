@@ -16,16 +16,15 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from recipe_lang import recipe as r
+from recipe_lang.resolve.annotations import coco_classes, voc_classes
 from recipe_lang.resolve.problem import Problem
 from runtime.data import Batch, RgbLoader, Unreadable
 from runtime.tasks.detection_data import (
     CocoDetection,
     TransformedDetection,
     VocDetection,
-    coco_classes,
     collate_detection,
     detection_pipeline,
-    voc_classes,
 )
 
 MAKER = Path(__file__).resolve().parents[1] / "recipes" / "detection" / "make_digits_voc.py"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from .. import data_check, detectors
+from ..annotations import read_coco, read_voc, voc_classes_of
 from ..plan import Classifier, Preprocess, ResolvedWeights
 from ..problem import Problem
 from ..selectors import ModelIndex
@@ -109,8 +110,6 @@ class TaskResolver:
 def _voc_classes(path: str, split: str, given: list[str] | None) -> list[str]:
     """The split's class names (every annotation read: a malformed one is named), or
     the given ones when every name in the annotations is among them."""
-    from runtime.tasks.detection_data import read_voc, voc_classes_of
-
     found = voc_classes_of(read_voc(path, split))
     if given is None:
         return found
@@ -124,8 +123,4 @@ def _voc_classes(path: str, split: str, given: list[str] | None) -> list[str]:
 
 
 def _coco_classes(path: str, images: str) -> list[str]:
-    from runtime.tasks.detection_data import coco_classes
-
-    classes = coco_classes(path)
-    data_check._require_folder("images folder", images)
-    return classes
+    return read_coco(path, images)[0]
