@@ -13,7 +13,7 @@ from .validation_errors import diagnostics_from_validation
 
 BAD = object()  # a value that already has its diagnostic
 
-HEADER = ("recipe", "seed", "output")
+HEADER = ("recipe", "seed", "output", "task")
 BLOCKS = ("model", "data", "groups", "train", "evaluate")
 REQUIRED_BLOCKS = ("model", "data", "train")
 
@@ -48,6 +48,7 @@ def _describe(value) -> str:
 class Builder:
     def __init__(self):
         self.spans: dict[tuple, Span] = {}
+        self.keywords: dict[tuple, Span] = {}  # where each statement's keyword stands
         self.diagnostics: list[Diagnostic] = []
         self.bad: list[tuple] = []  # paths whose value was refused with a diagnostic
 
@@ -212,6 +213,12 @@ class Builder:
         data = self.function(statement.value, "head", loc)
         if data is BAD or statement.at is None:
             return data
+        if data["kind"] == "detection":
+            return self.error(
+                "head detection(...) takes no 'at'",
+                statement.at.span,
+                hint="ftr finds the detector's prediction layers itself: remove at ...",
+            )
         if not isinstance(statement.at, n.Str):
             return self.error("'at' takes a module path in quotes", statement.at.span, hint='write at "module.path"')
         self.spans[loc + ("at",)] = statement.at.span
@@ -310,6 +317,8 @@ def _statements():
             "backbone": ("backbone", Builder.scalar),
             "weights": ("weights", Builder.weights),
             "head": ("head", Builder.head),
+            "min_size": ("min_size", Builder.scalar),
+            "max_size": ("max_size", Builder.scalar),
         },
         "data": {
             "train": ("train", _function("data source")),
@@ -366,7 +375,8 @@ def _list(family):
 
 
 STATEMENTS = _statements()
-TOP_LEVEL = {"recipe": "name", "seed": "seed", "output": "output"}
+TOP_LEVEL = {"recipe": "name", "seed": "seed", "output": "output", "task": "task"}
+NOT_BUILT_TASKS = ("text_classification",)
 
 
 def statement_home(keyword: str) -> str | None:
@@ -394,6 +404,7 @@ def build(doc: n.Document, source: str, filename: str) -> Recipe:
     if builder.diagnostics:
         raise RecipeError(builder.diagnostics, source, filename)
     recipe._spans = builder.spans
+    recipe._keyword_spans = builder.keywords
     recipe._source = source
     recipe._filename = filename
     return recipe
@@ -443,9 +454,16 @@ def _read_top_statement(builder, statement, position, data, seen):
         )
     loc = (TOP_LEVEL[keyword],)
     builder.spans[loc] = statement.span
+    builder.keywords[loc] = statement.keyword_span
     data[TOP_LEVEL[keyword]] = builder.scalar(statement, loc)
     if data[TOP_LEVEL[keyword]] is BAD:
         builder.bad.append(loc)
+    elif keyword == "task" and data["task"] in NOT_BUILT_TASKS:
+        builder.error(
+            f"task {data['task']} is not built yet",
+            builder.spans[loc],
+            hint="it arrives with its own issue; write task classification or task detection",
+        )
 
 
 def _read_block(builder, block: n.Block, data, seen):
@@ -489,6 +507,7 @@ def _read_statement(builder, block_name, table, statement, fields, block_seen):
     field, read = table[keyword]
     loc = (block_name, field)
     builder.spans[loc] = statement.span
+    builder.keywords[loc] = statement.keyword_span
     fields[field] = read(builder, statement, loc)
     if fields[field] is BAD:
         builder.bad.append(loc)
@@ -505,6 +524,8 @@ def _unknown_statement(builder, block_name, table, statement):
         )
         return
     hint = did_you_mean(keyword, table) or f"statements of {block_name}: {', '.join(table)}"
+    if keyword in TOP_LEVEL:
+        hint = f"'{keyword}' is a top-level statement: move it above the blocks"
     builder.error(f"unknown statement '{keyword}' in {block_name}", statement.keyword_span, hint=hint)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .diagnostics import Diagnostic, RecipeError, did_you_mean
 from .recipe import Recipe
+from .tasks import DETECTION, task_diagnostics
 from .validation_errors import span_for
 
 RESERVED_GROUPS = ("head", "rest", "backbone", "all")
@@ -13,7 +14,7 @@ RESERVED_GROUPS = ("head", "rest", "backbone", "all")
 def check_recipe(recipe: Recipe) -> list[Diagnostic]:
     """Raise RecipeError if anything is wrong; return the warnings."""
     found: list[Diagnostic] = []
-    for check in (_groups, _rates, _events, _gradually, _metrics, _validation, _presets, _runnable, _schedule):
+    for check in CHECKS:
         found += check(recipe)
     errors = [d for d in found if d.is_error]
     if errors:
@@ -150,7 +151,7 @@ def _validation(recipe: Recipe):
 
 def _presets(recipe: Recipe):
     kind = recipe.model.weights.kind
-    if kind in ("default", "enum"):
+    if kind in ("default", "enum") or recipe.task == DETECTION:  # detection takes no preset: tasks.py says so
         return
     data = recipe.data
     uses = [("eval_transforms", data.eval_transforms == "weights"), ("normalize", data.normalize == "weights")]
@@ -207,3 +208,28 @@ def _schedule(recipe: Recipe):
             _at(recipe, "train", "schedule", "every"),
             severity="warning",
         )
+
+
+def _sizes(recipe: Recipe):
+    model = recipe.model
+    if model.min_size is not None and model.max_size is not None and model.min_size > model.max_size:
+        yield Diagnostic(
+            f"min_size {model.min_size} is larger than max_size {model.max_size}",
+            _at(recipe, "model", "min_size"),
+            hint="lower min_size or raise max_size",
+        )
+
+
+CHECKS = (
+    task_diagnostics,
+    _groups,
+    _rates,
+    _events,
+    _gradually,
+    _metrics,
+    _validation,
+    _presets,
+    _runnable,
+    _schedule,
+    _sizes,
+)

@@ -36,7 +36,7 @@ from .nodes import (
 )
 from .syntax import parse_document
 
-HEADER_ORDER = ("recipe", "seed", "output")
+HEADER_ORDER = ("recipe", "seed", "output", "task")
 BLOCK_ORDER = ("model", "data", "groups", "train", "evaluate")
 INDENT = "  "
 

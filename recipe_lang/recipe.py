@@ -11,7 +11,7 @@ import operator
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from .nodes import quote
 
@@ -131,13 +131,23 @@ class MlpHead(Strict):
         return [self.hidden] if isinstance(self.hidden, int) else list(self.hidden)
 
 
-Head = _tagged(LinearHead, MlpHead)
+class DetectionHead(Strict):
+    kind: Literal["detection"] = "detection"
+    classes: Size = Field(description="foreground classes; ftr adds the background slot")
+
+
+Head = _tagged(LinearHead, MlpHead, DetectionHead)
 
 
 class ModelSpec(Strict):
-    backbone: str = Field(description="a torchvision classification model builder, e.g. resnet50")
+    backbone: str = Field(
+        description="a torchvision model builder: of torchvision.models (e.g. resnet50), or of "
+        "torchvision.models.detection with task detection (e.g. fasterrcnn_resnet50_fpn)"
+    )
     weights: Weights = NoWeights.model_construct()
     head: Head | None = Field(None, description="replaces the classifier; without it the builder's own stays")
+    min_size: Size | None = Field(None, description="task detection: the detector's own resize, its shorter side")
+    max_size: Size | None = Field(None, description="task detection: the longest side the detector's resize allows")
 
 
 # --- data ----------------------------------------------------------------------
@@ -170,13 +180,29 @@ class TorchvisionSource(Strict):
     download: bool = False
 
 
+class VocSource(Strict):
+    kind: Literal["voc"] = "voc"
+    path: str = Field(description="a Pascal VOC folder: Annotations/, JPEGImages/, ImageSets/Main/")
+    split: str = Field("trainval", description="the image list ImageSets/Main/<split>.txt")
+    classes: Annotated[list[str], Field(min_length=1)] | None = Field(
+        None, description="the class names in label order; default: the sorted names in the split's annotations"
+    )
+
+
+class CocoSource(Strict):
+    kind: Literal["coco"] = "coco"
+    path: str = Field(description="a COCO detection annotations file (.json)")
+    images: str = Field(description="the folder the file's image names are relative to")
+
+
 class Split(Strict):
     kind: Literal["split"] = "split"
     fraction: float = Field(gt=0, lt=1, description="stratified, seeded hold-out taken from train")
 
 
-Source = _tagged(ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource)
-ValSource = _tagged(ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource, Split)
+SOURCES = (ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource, VocSource, CocoSource)
+Source = _tagged(*SOURCES)
+ValSource = _tagged(*SOURCES, Split)
 
 ImageSize = Size | Annotated[list[Size], Field(min_length=2, max_length=2)]
 
@@ -409,11 +435,30 @@ class MacroF1(Strict):
     kind: Literal["macro_f1"] = "macro_f1"
 
 
-Metric = _tagged(LossMetric, AccuracyMetric, TopK, MacroF1)
+class MapMetric(Strict):
+    """COCO mAP over IoU 0.50:0.95."""
+
+    kind: Literal["map"] = "map"
+
+
+class Map50Metric(Strict):
+    """AP at IoU 0.5."""
+
+    kind: Literal["map50"] = "map50"
+
+
+class Map75Metric(Strict):
+    """AP at IoU 0.75."""
+
+    kind: Literal["map75"] = "map75"
+
+
+METRICS = (LossMetric, AccuracyMetric, TopK, MacroF1, MapMetric, Map50Metric, Map75Metric)
+Metric = _tagged(*METRICS)
 
 
 def metric_key(metric) -> str:
-    """The name a metric is logged under, without `val_`: loss, accuracy, top5, macro_f1."""
+    """The name a metric is logged under, without `val_`: loss, accuracy, top5, macro_f1, map, map50, map75."""
     return f"top{metric.k}" if metric.kind == "top_k" else metric.kind
 
 
@@ -424,7 +469,10 @@ class EarlyStop(Strict):
 
 
 class EvaluateSpec(Strict):
-    metrics: list[Metric] = [LossMetric.model_construct(), AccuracyMetric.model_construct()]
+    metrics: list[Metric] = Field(
+        [LossMetric.model_construct(), AccuracyMetric.model_construct()],
+        description="measured on val; without it loss, accuracy (loss, map with task detection)",
+    )
     every: Size = Field(1, description="evaluate every N epochs (and always after the last)")
     best: str | None = Field(None, description="keep the best model by this metric")
     early_stop: EarlyStop | None = None
@@ -443,11 +491,17 @@ class EvaluateSpec(Strict):
 
 # --- recipe --------------------------------------------------------------------
 
+Task = Literal["classification", "detection", "text_classification"]
+
+# what a task measures when `metrics` is not written (the others: loss, accuracy)
+TASK_METRICS = {"detection": (LossMetric, MapMetric)}
+
 
 class Recipe(Strict):
     name: str = Field(min_length=1, description='`recipe "name"`: names the run')
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     output: str | None = Field(None, description="run directory; defaults to runs/<name>")
+    task: Task = Field("classification", description="what the model does: what its head, data and metrics may be")
     model: ModelSpec
     data: DataSpec
     groups: dict[str, SelectorList] = {}
@@ -455,9 +509,18 @@ class Recipe(Strict):
     evaluate: EvaluateSpec = EvaluateSpec.model_construct()
 
     _spans: dict = PrivateAttr(default_factory=dict)
+    _keyword_spans: dict = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr(default="")
     _filename: str = PrivateAttr(default="<recipe>")
     _warnings: list = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _task_metrics(self):
+        defaults = TASK_METRICS.get(self.task)
+        if defaults and "metrics" not in self.evaluate.model_fields_set:
+            metrics = [metric.model_construct() for metric in defaults]
+            self.evaluate = self.evaluate.model_copy(update={"metrics": metrics})
+        return self
 
     @property
     def output_dir(self) -> str:
@@ -467,6 +530,11 @@ class Recipe(Strict):
     def spans(self) -> dict:
         """Source position of every value, keyed by its path in the model."""
         return self._spans
+
+    @property
+    def keyword_spans(self) -> dict:
+        """Source position of each statement's keyword, keyed like `spans`: ("model", "min_size")."""
+        return self._keyword_spans
 
     @property
     def source(self) -> str:
@@ -484,11 +552,11 @@ class Recipe(Strict):
 
 FUNCTION_FAMILIES = {
     "weights": [NoWeights, DefaultWeights, EnumWeights, FileWeights, RunWeights],
-    "head": [LinearHead, MlpHead],
-    "data source": [ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource],
-    "validation source": [ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource, Split],
+    "head": [LinearHead, MlpHead, DetectionHead],
+    "data source": list(SOURCES),
+    "validation source": [*SOURCES, Split],
     "transform": list(TRANSFORMS),
     "optimizer": [Sgd, Adam, AdamW, RmsProp],
     "schedule": [Constant, StepSchedule, Cosine, LinearSchedule, OneCycle],
-    "metric": [LossMetric, AccuracyMetric, TopK, MacroF1],
+    "metric": list(METRICS),
 }

@@ -471,6 +471,45 @@ CASES = [
         """,
     ),
     ("empty file", "\n\n", ""),
+    (
+        "task right after recipe, seed and output; detection statements as written",
+        """
+        |model { backbone fasterrcnn_resnet50_fpn
+        |  head detection( classes = 20, )
+        |  min_size 480
+        |  max_size   640 }
+        |task detection  # boxes
+        |output "runs/voc"
+        |recipe "voc"
+        |data {
+        |  train voc("data/VOC2007",
+        |            split = "trainval", classes = [ "cat", "dog", ])
+        |  val coco( "val.json", images="val" )
+        |}
+        |evaluate { metrics loss,map,map50,map75 }
+        """,
+        """
+        |recipe "voc"
+        |output "runs/voc"
+        |task detection  # boxes
+        |
+        |model {
+        |  backbone fasterrcnn_resnet50_fpn
+        |  head detection(classes=20)
+        |  min_size 480
+        |  max_size 640
+        |}
+        |
+        |data {
+        |  train voc("data/VOC2007", split="trainval", classes=["cat", "dog"])
+        |  val coco("val.json", images="val")
+        |}
+        |
+        |evaluate {
+        |  metrics loss, map, map50, map75
+        |}
+        """,
+    ),
 ]
 
 INPUTS = [_dedent(source) for _, source, _ in CASES]

@@ -168,6 +168,19 @@ def test_a_word_is_a_keyword_only_where_it_begins_a_statement():
     assert significant("foo {\n  bar 1\n}\n")[:3] == [(Name, "foo"), (Punctuation, "{"), (Name, "bar")]
 
 
+def test_a_module_path_under_a_reserved_name_is_one_path():
+    text = "train {\n  freeze backbone.body except head.fc, backbone\n}\n"
+    assert errors(text) == []
+    tokens = significant(text)
+    assert tokens[tokens.index((Keyword, "freeze")) + 1 :][:5] == [
+        (Name.Namespace, "backbone.body"),
+        (Keyword, "except"),
+        (Name.Namespace, "head.fc"),
+        (Punctuation, ","),
+        (Name.Builtin, "backbone"),
+    ]
+
+
 def test_trailing_commas_close_their_brackets():
     text = "data {\n  train_transforms resize([256, 256,],), hflip(\n    p=0.5,\n  )\n  workers 2\n}\n"
     assert errors(text) == []

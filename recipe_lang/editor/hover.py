@@ -18,6 +18,7 @@ from .schema_docs import (
     statement_field,
     statements_of,
     value_choices,
+    value_models,
 )
 
 NOT_RESOLVED = "the model has not been built yet: the recipe must check without errors once"
@@ -80,7 +81,10 @@ def _value(context: Context, word: str) -> str | None:
     annotation = _annotation(context)
     if annotation is None or word not in value_choices(annotation):
         return None
-    return _function(word, annotation) or describe_field(*statement_field(context.block, context.keyword), word)
+    functions = [cls for cls in value_models(annotation) if cls.model_fields["kind"].default == word]
+    if functions:  # a function of this statement; a plain choice (`task detection`) is described by its field
+        return describe_function(functions[0], family_of(functions[0]))
+    return describe_field(*statement_field(context.block, context.keyword), word)
 
 
 def _function(word: str, annotation) -> str | None:

@@ -75,6 +75,7 @@ class FtrLexer(RegexLexer):
             include("statement"),
             (_words(*_SELECTOR_KEYWORDS), Keyword),
             (rf"(warmup)({_BLANK}*)(=)", bygroups(Keyword, Whitespace, Operator)),
+            (_PATH, Name.Namespace),  # `backbone.body` is a module path, not the selector `backbone`
             (_words(*selector_names()), Name.Builtin),
             include("value"),
         ],

@@ -54,7 +54,7 @@ class _Resolution:
 
     def plan(self) -> Plan:
         recipe = self.recipe
-        task = self.task = task_resolver(getattr(recipe, "task", "classification"), self)
+        task = self.task = task_resolver(recipe.task, self)
         model = self.attempt(("model", "backbone"), task.build)
         self.fail_if_errors()
         backbone_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -82,7 +82,7 @@ class _Resolution:
             name=recipe.name,
             seed=recipe.seed,
             output=recipe.output_dir,
-            task=getattr(recipe, "task", "classification"),
+            task=recipe.task,
             backbone=recipe.model.backbone,
             builder_kwargs=task.builder_kwargs(),
             weights=resolved_weights,

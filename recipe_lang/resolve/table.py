@@ -69,7 +69,11 @@ def _header(plan: Plan) -> str:
     lines = [f"{plan.name}: {plan.backbone} with {_weights_source(plan)}, {count(plan.total_params)} parameters"]
     lines += _loaded(plan)
     c = plan.classifier
-    if plan.head is not None:
+    if plan.head is not None and plan.head.kind == "detection":
+        head = plan.head
+        background = " and the background" if _has_background(plan) else ""
+        lines.append(f"head: new class layers for {head.classes} classes{background}, replace {c.path}")
+    elif plan.head is not None:
         head = plan.head
         widths = [c.in_features, *(head.hidden_sizes if head.kind == "mlp" else []), head.classes]
         details = [head.activation] if head.kind == "mlp" else []
@@ -88,6 +92,12 @@ def _header(plan: Plan) -> str:
         shown = ", ".join(plan.classes[:6]) + (", ..." if len(plan.classes) > 6 else "")
         lines.append(f"data: {len(plan.classes)} classes ({shown})")
     return "\n".join(lines)
+
+
+def _has_background(plan: Plan) -> bool:
+    from .detectors import background_slot
+
+    return background_slot(plan.backbone)
 
 
 def _loaded(plan: Plan) -> list[str]:

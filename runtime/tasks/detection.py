@@ -16,7 +16,7 @@ from recipe_lang.resolve import detectors
 
 from ..data import Datasets, RgbLoader, split_indices
 from ..model import load_file_weights, load_run_weights
-from .detection_data import CocoDetection, Transformed, VocDetection, collate_detection, detection_pipeline
+from .detection_data import CocoDetection, TransformedDetection, VocDetection, collate_detection, detection_pipeline
 from .detection_map import DetectionEvaluation
 
 
@@ -57,12 +57,13 @@ class Task:
         base = self._source(data.train, loader)
         classes = list(base.classes)
         if data.val is None:
-            return Datasets(Transformed(base, train_tf), None, classes)
-        if data.val.kind == "split":
+            return Datasets(TransformedDetection(base, train_tf), None, classes)
+        if data.val.kind == "split":  # one seeded draw over the images (an image has many classes)
             train_idx, val_idx = split_indices([0] * len(base), data.val.fraction, plan.seed)
-            return Datasets(Transformed(base, train_tf, train_idx), Transformed(base, eval_tf, val_idx), classes)
+            train, val = TransformedDetection(base, train_tf, train_idx), TransformedDetection(base, eval_tf, val_idx)
+            return Datasets(train, val, classes)
         val = self._source(data.val, loader)
-        return Datasets(Transformed(base, train_tf), Transformed(val, eval_tf), classes)
+        return Datasets(TransformedDetection(base, train_tf), TransformedDetection(val, eval_tf), classes)
 
     def _source(self, source, loader):
         if source.kind == "voc":
@@ -85,16 +86,16 @@ class Task:
         return sum(losses.values())
 
     def _model_targets(self, targets: list) -> list[dict]:
-        """What the detector trains on: boxes and labels, without the boxes that
-        evaluation ignores (VOC's difficult, COCO's crowd)."""
+        """What the detector trains on: boxes and labels (VOC's difficult boxes
+        included; COCO's crowd boxes are not, and are left only in val targets)."""
         out = []
         for t in targets:
-            keep = ~t["ignore"]
+            keep = ~t["crowd"] if "crowd" in t else slice(None)
             out.append({"boxes": t["boxes"][keep], "labels": t["labels"][keep] - self.shift})
         return out
 
-    def evaluation(self, classes: list[str]) -> DetectionEvaluation:
-        return DetectionEvaluation(classes)
+    def evaluation(self, classes: list[str]) -> Evaluation:
+        return Evaluation(classes, self.plan.evaluate.metric_keys)
 
     def evaluate_batch(self, model, forward, images, targets, evaluation, autocast) -> float:
         """The detector's training losses in train mode, BatchNorm statistics untouched
@@ -104,7 +105,7 @@ class Task:
         with autocast():
             detections = model(images)
         detections = [{k: v.float() if k != "labels" else v + self.shift for k, v in d.items()} for d in detections]
-        evaluation.update(detections, targets, loss * len(images))
+        evaluation.update(detections, targets, loss)
         return loss
 
     def _val_loss(self, model: nn.Module, images, targets, autocast) -> float:
@@ -120,3 +121,35 @@ class Task:
             finally:
                 model.eval()
         return float(sum(v.float() for v in losses.values()))
+
+
+class Evaluation:
+    """One validation pass: the mean val loss over images, and COCO mAP of the detections."""
+
+    def __init__(self, classes: list[str], metric_keys: list[str]):
+        self.keys = ["loss"] + [k for k in dict.fromkeys(metric_keys) if k != "loss"]
+        self.map = DetectionEvaluation(classes)
+        self.loss_sum, self.seen = 0.0, 0
+
+    def update(self, detections: list[dict], targets: list[dict], loss: float) -> None:
+        self.map.update(detections, targets)
+        self.loss_sum += loss * len(targets)
+        self.seen += len(targets)
+
+    def reduce(self, dist) -> None:
+        """Every process's images in one evaluation (mAP is not a sum of parts)."""
+        states = dist.gather((self.loss_sum, self.seen, self.map.state()))
+        self.loss_sum = sum(s[0] for s in states)
+        self.seen = sum(s[1] for s in states)
+        self.map.merge([s[2] for s in states])
+
+    def result(self) -> dict[str, float]:
+        if self.seen == 0:
+            raise ValueError("no samples were evaluated")
+        scores = self.map.result() if len(self.keys) > 1 else {}
+        out = {"val_loss": self.loss_sum / self.seen}
+        out.update({f"val_{k}": scores[f"val_{k}"] for k in self.keys if k != "loss"})
+        return out
+
+    def details(self) -> dict | None:
+        return {"ap": self.map.per_class()} if len(self.keys) > 1 else None

@@ -91,11 +91,9 @@ class TaskResolver:
         return train
 
     def source_classes(self, source, loc: tuple) -> list[str] | None:
-        from ..detection_data_check import coco_classes, voc_classes
-
         if source.kind == "voc":
-            return self.res.attempt(loc, voc_classes, source.path, source.split, source.classes)
-        return self.res.attempt(loc, coco_classes, source.path, source.images)
+            return self.res.attempt(loc, _voc_classes, source.path, source.split, source.classes)
+        return self.res.attempt(loc, _coco_classes, source.path, source.images)
 
     def preprocess(self, resolved: ResolvedWeights) -> Preprocess:
         data = self.res.recipe.data
@@ -106,3 +104,28 @@ class TaskResolver:
 
     def cache_blockers(self, preprocess: Preprocess, index: ModelIndex) -> list[str]:
         return [CACHE_BLOCKER]
+
+
+def _voc_classes(path: str, split: str, given: list[str] | None) -> list[str]:
+    """The split's class names (every annotation read: a malformed one is named), or
+    the given ones when every name in the annotations is among them."""
+    from runtime.tasks.detection_data import read_voc, voc_classes_of
+
+    found = voc_classes_of(read_voc(path, split))
+    if given is None:
+        return found
+    unknown = [name for name in found if name not in given]
+    if unknown:
+        raise Problem(
+            f"the annotations of '{path}' ({split}) name classes that classes=[...] lacks: {', '.join(unknown[:8])}",
+            hint="add them to classes=[...], or leave classes out to take the names the annotations use",
+        )
+    return list(given)
+
+
+def _coco_classes(path: str, images: str) -> list[str]:
+    from runtime.tasks.detection_data import coco_classes
+
+    classes = coco_classes(path)
+    data_check._require_folder("images folder", images)
+    return classes
