@@ -7,7 +7,7 @@ calls without the arguments that equal torchvision's defaults, and only the
 helpers a recipe uses.
 
 What differs per task (model, data, loss, metrics) is written by the task's
-module and template parts under templates/tasks/ (see its __init__.py); this
+package, templates/tasks/<task>/ (see templates/tasks/__init__.py); this
 module and the shared templates know no task.
 """
 

@@ -1,10 +1,12 @@
 """What the compiled script does differently per task, behind one small interface.
 
-A task has a module here, `templates/tasks/<task>.py`, and a folder of template
-parts, `templates/tasks/<task>/`. The shared templates (settings, data loaders,
-the model's spans, optimizer and rates, processes, checkpoints, the loop, the run
-folder) know no task: at fixed points they include the task's parts, chosen by
-`plan.task`, and the compiler asks the task's module for what those parts read.
+A task has a package here, `templates/tasks/<task>/`: its module (the package's
+__init__.py) and its template parts (`_*.py.jinja`) side by side. The shared
+templates (settings, data loaders, the model's spans, optimizer and rates,
+processes, checkpoints, the loop, the run folder) know no task: at fixed points
+they include the task's parts, chosen by `plan.task`, and the compiler asks the
+task's module for what those parts read. A new task adds its package (and its
+name to pyproject.toml's packages); nothing shared changes.
 
 The module has:
 
@@ -44,6 +46,13 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ..code import CompileError
+
 
 def task_module(plan) -> ModuleType:
-    return importlib.import_module(f"{__name__}.{plan.task}")
+    try:
+        return importlib.import_module(f"{__name__}.{plan.task}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{plan.task}":
+            raise
+        raise CompileError(f"ftr compile writes no script for task {plan.task} yet") from None

@@ -1,6 +1,7 @@
 """Image classification in the compiled script: a torchvision classifier and its
 new head, class folders, csv files, torchvision and synthetic data sets, cross
-entropy, accuracy, top-k and macro F1. Its template parts are in classification/."""
+entropy, accuracy, top-k and macro F1: the context its template parts (beside
+this file) read."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from torch import nn
 from recipe_lang.resolve import architectures
 from recipe_lang.resolve.plan import Plan
 
-from ..code import Call, Code
-from ..literals import identifier
-from ..transforms import transform_call, transform_imports
+from ...code import Call, Code
+from ...literals import identifier
+from ...transforms import transform_call, transform_imports
 
 
 def meta_model(plan: Plan) -> nn.Module:
