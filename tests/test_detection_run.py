@@ -140,3 +140,37 @@ def test_a_missing_voc_folder_is_named_at_the_source(folder, capsys, monkeypatch
     assert code == 1 and "Traceback" not in err
     line = RECIPE.splitlines().index('  val voc("voc", split="val")') + 1
     assert f"g.ftr:{line}:7: error:" in err and "gone" in err
+
+
+class _TwoProcesses:
+    """A stand-in for runtime.distributed.Distributed whose gather returns what both
+    processes would send, in rank order."""
+
+    def __init__(self, other):
+        self.other = other
+
+    def gather(self, obj) -> list:
+        return [obj, self.other]
+
+
+def test_with_several_processes_map_is_that_of_the_whole_val_set():
+    from runtime.tasks.detection import Evaluation
+
+    torch.manual_seed(0)
+    images = []
+    for _ in range(6):
+        boxes = torch.tensor([[4.0, 4.0, 20.0, 20.0], [24.0, 10.0, 40.0, 30.0]])
+        target = {"boxes": boxes, "labels": torch.tensor([1, 2]), "difficult": torch.tensor([False, False])}
+        detection = {
+            "boxes": boxes + torch.randn(2, 4) * 3,
+            "scores": torch.rand(2),
+            "labels": torch.tensor([1, 2]) if torch.rand(1) > 0.3 else torch.tensor([2, 1]),
+        }
+        images.append((detection, target))
+    whole, first, second = (Evaluation(["a", "b"], ["loss", "map", "map50"]) for _ in range(3))
+    for i, (detection, target) in enumerate(images):
+        whole.update([detection], [target], loss=float(i))
+        (first if i % 2 == 0 else second).update([detection], [target], loss=float(i))
+    first.reduce(_TwoProcesses((second.loss_sum, second.seen, second.map.state())))
+    assert first.result() == pytest.approx(whole.result(), rel=0, abs=1e-12)
+    assert 0 < whole.result()["val_map"] < 1

@@ -82,3 +82,17 @@ def test_a_sigmoid_detector_trains_and_detects_with_the_new_layers():
 def test_refused_and_unknown_detectors_are_named(name, message):
     with pytest.raises(Problem, match=message.replace("(", r"\(").replace(")", r"\)")):
         detectors.family(name)
+
+
+def test_a_file_from_a_run_with_trained_batchnorm_fits_a_pretrained_detector():
+    """A source run trained its BatchNorm layers (weights none); the target builds
+    FrozenBatchNorm2d there, which keeps no step counter: the counters are not errors."""
+    from recipe_lang.resolve.weights import compare_keys
+
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    source = detectors.build(name, False, {"weights_backbone": None}, "meta").state_dict()
+    target = detectors.build(name, True, {"weights_backbone": None}, "meta").state_dict()
+    counters = [k for k in source if k.endswith("num_batches_tracked")]
+    assert counters and not any(k in target for k in counters)
+    diff = compare_keys({k: tuple(v.shape) for k, v in target.items()}, source, "roi_heads.box_predictor.")
+    assert diff.unexpected == [] and diff.missing == [] and diff.misshapen == []

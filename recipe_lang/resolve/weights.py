@@ -177,6 +177,14 @@ def compare_keys(model_shapes: dict[str, tuple], file_state: dict, classifier_pr
         if classifier(k):
             if k not in model_shapes:
                 diff.dropped_classifier.append(k)
-        elif k not in model_shapes:
+        elif k not in model_shapes and not _frozen_batchnorm_counter(k, model_shapes):
             diff.unexpected.append(k)
     return diff
+
+
+def _frozen_batchnorm_counter(key: str, model_shapes: dict) -> bool:
+    """A BatchNorm's step counter, which the model's FrozenBatchNorm2d in its place
+    does not keep (it drops it on loading): a detector pretrained from a run that
+    trained its BatchNorm layers."""
+    prefix, _, name = key.rpartition(".")
+    return name == "num_batches_tracked" and f"{prefix}.running_mean" in model_shapes
