@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jinja2
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from recipe_lang import __version__
 from recipe_lang.resolve.plan import Plan
@@ -60,6 +61,8 @@ def compile_plan(plan: Plan, source: str, filename: str, overrides: tuple[str, .
     model = task_module.meta_model(plan)
     task = task_module.context(plan, model)
     train = train_context(plan, model)
+    weights = weights_context(plan)
+    weights["frozen_batchnorm"] = any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     context = {
         "header": header(plan, source, filename, overrides),
         "plan": plan,
@@ -67,7 +70,7 @@ def compile_plan(plan: Plan, source: str, filename: str, overrides: tuple[str, .
         "digest": plan.digest(),
         "recipe_lines": recipe_copy(source, overrides),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "weights": weights_context(plan),
+        "weights": weights,
         "data": data_context(plan),
         "train": train,
         "evaluate": evaluate_context(plan),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import runpy
 import shutil
 import sys
 import xml.etree.ElementTree as ET
@@ -22,8 +23,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from test_compile import compile_to, ruff, run_script, script_ok
-from test_run import assert_rows_close, metrics, run_ok, weights, without_seconds, write_recipe
+from test_run import assert_rows_close, metrics, plan_of, run_ok, weights, without_seconds, write_recipe
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from runtime.tasks import runtime_task
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("make_digits_voc", ROOT / "recipes/detection/make_digits_voc.py")
@@ -187,6 +192,28 @@ def test_a_damaged_checkpoint_resumes_to_the_same_numbers(folder, capsys, monkey
     assert (cut / "per_class.jsonl").read_text() == (full / "per_class.jsonl").read_text()
     got, expected = weights(cut / "model.pt"), weights(full / "model.pt")
     assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_the_script_builds_ftr_s_detector_from_a_file_with_batchnorm_counters(folder, capsys, monkeypatch):
+    """weights file(...) of a detector that trained its BatchNorm layers, loaded
+    strictly: the script's build_model() gives the runtime's tensors, FrozenBatchNorm2d
+    in the backbone's body (which keeps no step counter) and the new layers drawn alike."""
+    monkeypatch.chdir(folder)
+    torch.manual_seed(0)
+    trained = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None)
+    torch.save(trained.state_dict(), folder / "trained.pt")
+    recipe = write_recipe(folder, VOC_RECIPE.replace("weights none", 'weights file("trained.pt")'), "file.ftr")
+    compile_to(capsys, recipe, folder / "file.py")
+    plan = plan_of(recipe)
+    torch.manual_seed(plan.seed)
+    expected = runtime_task(plan).build_model().state_dict()
+    torch.manual_seed(plan.seed)
+    model = runpy.run_path(str(folder / "file.py"), run_name="compiled_script")["build_model"](".")
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.body.modules())
+    got = model.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert torch.equal(got["backbone.body.0.1.running_var"], trained.state_dict()["backbone.body.0.1.running_var"])
 
 
 def test_the_script_imports_torch_torchvision_and_pycocotools_only(folder, capsys, monkeypatch):
