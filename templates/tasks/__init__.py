@@ -31,11 +31,11 @@ The task's template parts are included by the shared parts at fixed points
   head, spending the seed as the runtime's task does.
 - `_training_metrics.py.jinja`: helpers of the metrics.
 - `_training_evaluate.py.jinja`: `evaluate(...)`, the val_<metric> values of one
-  pass over the val set.
+  pass over the val set (with `per_class`, and the figures per class).
 - `_run_setup.py.jinja`: lines of Training.__init__ (a criterion).
 - `_run_step.py.jinja`: the training step's batch on the device and its `loss`.
-- `_run_evaluate.py.jinja`: the evaluation of an epoch in the loop (`row` gets
-  its values).
+- `_run_evaluate.py.jinja`: the evaluation of an epoch in the loop: `row` gets
+  its values (with `per_class`, `self.details` a row of per_class.jsonl).
 
 Shared template code that several tasks use (`_images.py.jinja`: reading
 images; `_split.py.jinja`: a seeded hold-out) is included by their parts.
