@@ -15,6 +15,10 @@ from .literals import py
 WIDTH = 88  # ruff's default line length: the script is formatted for any project
 
 
+class CompileError(Exception):
+    """A plan the compiler cannot write down faithfully (a bug, never a recipe mistake)."""
+
+
 @dataclass(frozen=True)
 class Code:
     """A piece of code written by the compiler, e.g. `InterpolationMode.BICUBIC`."""

@@ -5,34 +5,35 @@ It only chooses how to write it down: parameter lists as the fewest module
 names that cover them (checked to expand back to exactly the plan's lists),
 calls without the arguments that equal torchvision's defaults, and only the
 helpers a recipe uses.
+
+What differs per task (model, data, loss, metrics) is written by the task's
+package, templates/tasks/<task>/ (see templates/tasks/__init__.py); this
+module and the shared templates know no task.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import inspect
 from pathlib import Path
 
 import jinja2
-import torch
-import torchvision
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from recipe_lang import __version__
-from recipe_lang.resolve import architectures
 from recipe_lang.resolve.plan import Plan
 from recipe_lang.resolve.resolver import BATCHNORM_TYPES
 from recipe_lang.resolve.table import plan_table
 
-from .code import Call, Code, render
+from . import tasks
+from .code import Call, Code, CompileError, render
+from .imports import import_block
 from .literals import comment, identifier, py
 
 TEMPLATES = Path(__file__).parent
 
-
-class CompileError(Exception):
-    """A plan the compiler cannot write down faithfully (a bug, never a recipe mistake)."""
+__all__ = ["CompileError", "compile_plan"]
 
 
 def environment() -> jinja2.Environment:
@@ -52,20 +53,30 @@ def environment() -> jinja2.Environment:
 
 
 def compile_plan(plan: Plan, source: str, filename: str, overrides: tuple[str, ...] = ()) -> str:
-    """The standalone script of a plan; `source` is the recipe text it was resolved from."""
-    model = meta_model(plan)
+    """The standalone script of a plan; `source` is the recipe text it was resolved from.
+
+    The shared parts' context is built here; the task's module (templates/tasks/)
+    builds what its own template parts read, as `task`."""
+    task_module = tasks.task_module(plan)
+    model = task_module.meta_model(plan)
+    task = task_module.context(plan, model)
+    train = train_context(plan, model)
+    weights = weights_context(plan)
+    weights["frozen_batchnorm"] = any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     context = {
         "header": header(plan, source, filename, overrides),
         "plan": plan,
         "version": __version__,
         "digest": plan.digest(),
         "recipe_lines": recipe_copy(source, overrides),
-        "model": model_context(plan, model),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights": weights,
         "data": data_context(plan),
-        "train": train_context(plan, model),
+        "train": train,
         "evaluate": evaluate_context(plan),
+        "task": task,
+        "imports": imports(plan, train, task),
     }
-    context["imports"] = imports(context)
     script = environment().get_template("train.py.jinja").render(context).rstrip("\n") + "\n"
     try:
         ast.parse(script)
@@ -95,134 +106,25 @@ def recipe_copy(source: str, overrides) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-# --- the model -----------------------------------------------------------------
+# --- shared parts of the model and the data ------------------------------------
 
 
-def meta_model(plan: Plan) -> nn.Module:
-    """The plan's model on the meta device: the names the script's lists are written against."""
-    model = architectures.build(plan.backbone)
-    if plan.head is not None:
-        with torch.device("meta"):
-            head = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
-        architectures.replace_module(model, plan.classifier.path, head)
-    return model
-
-
-def model_context(plan: Plan, model: nn.Module) -> dict:
-    weights = plan.weights
-    kwargs = dict(plan.builder_kwargs)
-    if weights.enum:
-        kwargs["weights"] = Code("torchvision.models." + ".".join(map(identifier, weights.enum.split("."))))
+def weights_context(plan: Plan) -> dict:
+    """A weights file, or a finished run's model: loaded the same way whatever the task."""
+    spec = plan.weights.spec
     return {
-        "builder": Call(f"torchvision.models.{identifier(plan.backbone)}", **kwargs),
-        "aux_heads": architectures.aux_heads(architectures.build(plan.backbone, keep_aux=True)),
-        "file": weights.spec if weights.spec.kind == "file" else None,
-        "weights_file": weights.spec.model_dump(exclude={"kind"}) if weights.spec.kind == "file" else None,
-        "run_file": weights.file if weights.spec.kind == "run" else None,
-        "head": head_call(plan) if plan.head is not None else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "file": spec if spec.kind == "file" else None,
+        "file_literal": spec.model_dump(exclude={"kind"}) if spec.kind == "file" else None,
+        "run_file": plan.weights.file if spec.kind == "run" else None,
     }
 
 
-def head_call(plan: Plan) -> Call:
-    head, width = plan.head, plan.classifier.in_features
-    if head.kind == "linear":
-        layer = Call("nn.Linear", width, head.classes)
-        call = Call("nn.Sequential", Call("nn.Dropout", head.dropout), layer) if head.dropout else layer
-    else:
-        activation = architectures.ACTIVATIONS[head.activation].__name__
-        layers = []
-        for width_in, width_out in zip([width, *head.hidden_sizes[:-1]], head.hidden_sizes, strict=True):
-            layers += [Call("nn.Linear", width_in, width_out), Call(f"nn.{activation}")]
-            if head.dropout:
-                layers.append(Call("nn.Dropout", head.dropout))
-        call = Call("nn.Sequential", *layers, Call("nn.Linear", head.hidden_sizes[-1], head.classes))
-    if plan.classifier.adapter == "pool_flatten":
-        call = Call("nn.Sequential", Call("nn.AdaptiveAvgPool2d", 1), Call("nn.Flatten", 1), call)
-    return call
-
-
-# --- data ----------------------------------------------------------------------
-
-_DEFAULTS = {
-    "random_resized_crop": {"scale": [0.08, 1.0], "ratio": [3 / 4, 4 / 3], "interpolation": "bilinear"},
-    "resize": {"interpolation": "bilinear"},
-    "hflip": {"p": 0.5},
-    "vflip": {"p": 0.5},
-    "rand_augment": {"n": 2, "m": 9},
-    "random_erasing": {"p": 0.5},
-}
-
-
-def transform_call(spec) -> Call:
-    """The torchvision v2 transform of a recipe transform (the runtime's, in data.py), without the
-    arguments that equal torchvision's defaults."""
-    kind = spec.kind
-    defaults = _DEFAULTS.get(kind, {})
-    given = {k: v for k, v in spec.model_dump(exclude={"kind"}).items() if k not in defaults or defaults[k] != v}
-    options = {}
-    if "interpolation" in given:
-        options["interpolation"] = Code(f"InterpolationMode.{identifier(given['interpolation'].upper())}")
-    if kind == "resize":
-        return Call("v2.Resize", spec.size, **options)
-    if kind == "center_crop":
-        return Call("v2.CenterCrop", spec.size)
-    if kind == "random_resized_crop":
-        extra = {k: tuple(given[k]) for k in ("scale", "ratio") if k in given}
-        return Call("v2.RandomResizedCrop", spec.size, **extra, **options)
-    if kind in ("hflip", "vflip"):
-        name = "v2.RandomHorizontalFlip" if kind == "hflip" else "v2.RandomVerticalFlip"
-        return Call(name, **given)
-    if kind == "rotate":
-        return Call("v2.RandomRotation", spec.degrees)
-    if kind == "color_jitter":
-        factors = {k: v for k, v in given.items() if v}
-        # all zero: the runtime's Identity (v2.ColorJitter would still draw a random order)
-        return Call("v2.ColorJitter", **factors) if factors else Call("v2.Identity")
-    if kind == "grayscale":
-        return Call("v2.Grayscale", num_output_channels=spec.channels)
-    if kind == "trivial_augment":
-        return Call("v2.TrivialAugmentWide")
-    if kind == "rand_augment":
-        names = {"n": "num_ops", "m": "magnitude"}
-        return Call("v2.RandAugment", **{names[k]: v for k, v in given.items()})
-    if kind == "random_erasing":
-        return Call("v2.RandomErasing", **given)
-    raise CompileError(f"no code for transform '{kind}'")
-
-
-def source_literal(source) -> dict | None:
-    if source is None:
-        return None
-    return source.model_dump()
-
-
-def torchvision_call(source) -> Call:
-    cls = getattr(torchvision.datasets, identifier(source.name))
-    params = inspect.signature(cls).parameters
-    kwargs = {}
-    if "train" in params:
-        kwargs["train"] = Code("train")
-    if "download" in params:
-        kwargs["download"] = Code('spec["download"]')
-    return Call(f"torchvision.datasets.{source.name}", Code("path"), **kwargs)
-
-
 def data_context(plan: Plan) -> dict:
-    data, pre = plan.data, plan.preprocess
-    sources = [data.train] + ([data.val] if data.val is not None else [])
-    kinds = {s.kind for s in sources}
-    named = [s for s in sources if s.kind == "torchvision"]
+    data = plan.data
     return {
         "spec": data,
-        "train_source": source_literal(data.train),
-        "val_source": source_literal(data.val),
-        "kinds": kinds,
-        "torchvision": {s.name: torchvision_call(s) for s in named},
-        "train_transforms": [transform_call(t) for t in pre.train],
-        "eval_transforms": [transform_call(t) for t in pre.eval],
-        "mean": pre.mean,
-        "std": pre.std,
+        "train_source": data.train.model_dump(),
+        "val_source": data.val.model_dump() if data.val is not None else None,
         "eval_batch_size": data.eval_batch_size or data.batch_size,
     }
 
@@ -323,13 +225,10 @@ def optimizer_call(plan: Plan) -> Call:
 
 def evaluate_context(plan: Plan) -> dict:
     keys = ["loss"] + [k for k in dict.fromkeys(plan.evaluate.metric_keys) if k != "loss"]
-    top = sorted({int(k[3:]) for k in keys if k.startswith("top")})
     early = plan.evaluate.early_stop
     return {
         "spec": plan.evaluate,
         "metrics": keys,
-        "top": top,
-        "macro_f1": "macro_f1" in keys,
         "early_stop": (
             {"metric": plan.evaluate.stop_metric, "patience": early.patience, "min_delta": early.min_delta}
             if early
@@ -338,11 +237,35 @@ def evaluate_context(plan: Plan) -> dict:
     }
 
 
-def imports(context: dict) -> dict:
-    data = context["data"]
-    calls = data["train_transforms"] + data["eval_transforms"]
-    return {
-        "csv": "csv" in data["kinds"],
-        "functional": "synthetic" in data["kinds"],
-        "interpolation": any("interpolation" in c.kwargs for c in calls),
-    }
+# --- imports -------------------------------------------------------------------
+
+SHARED_IMPORTS = (
+    "import argparse",
+    "import errno",
+    "import json",
+    "import math",
+    "import os",
+    "import pickle",
+    "import random",
+    "import sys",
+    "import tempfile",
+    "import time",
+    "from pathlib import Path",
+    "import torch",
+    "import torch.distributed as dist",
+    "from torch import nn",
+    "from torch.nn.parallel import DistributedDataParallel",
+    "from torch.utils.data import DataLoader, Subset",
+    "from torch.utils.data.distributed import DistributedSampler",
+)
+CACHE_IMPORTS = ("from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, TensorDataset",)
+
+
+def imports(plan: Plan, train: dict, task: dict) -> str:
+    """The import block: the shared parts' imports and the task's."""
+    statements = list(SHARED_IMPORTS) + list(task["imports"])
+    if plan.train.compile:
+        statements.append("import torch._inductor.config")
+    if train["cache"]:
+        statements += CACHE_IMPORTS
+    return import_block(statements)

@@ -40,7 +40,11 @@ from templates.compiler import compile_plan
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.ftr"))
 GOLDEN = Path(__file__).parent / "expected_scripts"
-GOLDEN_RECIPES = ("seed_loop", "pets_resnet50")
+GOLDEN_RECIPES = {  # expected_scripts/<name>.py: the script of this recipe
+    "seed_loop": "recipes/seed_loop.ftr",
+    "pets_resnet50": "recipes/pets_resnet50.ftr",
+    "voc_fasterrcnn": "tests/fixtures/good/voc_fasterrcnn.ftr",  # detection, COCO weights
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,7 +81,7 @@ def ruff(*args) -> subprocess.CompletedProcess:
 def test_golden_scripts(name, capsys, monkeypatch, tmp_path):
     """Every change to the generated code shows in review: FTR_UPDATE_GOLDEN=1 rewrites these."""
     monkeypatch.chdir(ROOT)
-    script = compile_to(capsys, Path("recipes") / f"{name}.ftr", tmp_path / "train.py")
+    script = compile_to(capsys, Path(GOLDEN_RECIPES[name]), tmp_path / "train.py")
     expected = GOLDEN / f"{name}.py"
     if os.environ.get("FTR_UPDATE_GOLDEN"):
         expected.parent.mkdir(exist_ok=True)

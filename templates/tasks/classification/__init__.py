@@ -1,0 +1,126 @@
+"""Image classification in the compiled script: a torchvision classifier and its
+new head, class folders, csv files, torchvision and synthetic data sets, cross
+entropy, accuracy, top-k and macro F1: the context its template parts (beside
+this file) read."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torchvision
+from torch import nn
+
+from recipe_lang.resolve import architectures
+from recipe_lang.resolve.plan import Plan
+
+from ...code import Call, Code
+from ...literals import identifier
+from ...transforms import transform_call, transform_imports
+
+
+def meta_model(plan: Plan) -> nn.Module:
+    model = architectures.build(plan.backbone)
+    if plan.head is not None:
+        with torch.device("meta"):
+            head = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
+        architectures.replace_module(model, plan.classifier.path, head)
+    return model
+
+
+def context(plan: Plan, model: nn.Module) -> dict:
+    task = {
+        "model": model_context(plan),
+        "data": data_context(plan),
+        "metrics": metrics_context(plan),
+        "requires": "torch and torchvision",
+        "per_class": False,
+    }
+    task["imports"] = imports(task)
+    return task
+
+
+# --- the model -----------------------------------------------------------------
+
+
+def model_context(plan: Plan) -> dict:
+    kwargs = dict(plan.builder_kwargs)
+    if plan.weights.enum:
+        kwargs["weights"] = Code("torchvision.models." + ".".join(map(identifier, plan.weights.enum.split("."))))
+    return {
+        "builder": Call(f"torchvision.models.{identifier(plan.backbone)}", **kwargs),
+        "aux_heads": architectures.aux_heads(architectures.build(plan.backbone, keep_aux=True)),
+        "head": head_call(plan) if plan.head is not None else None,
+    }
+
+
+def head_call(plan: Plan) -> Call:
+    head, width = plan.head, plan.classifier.in_features
+    if head.kind == "linear":
+        layer = Call("nn.Linear", width, head.classes)
+        call = Call("nn.Sequential", Call("nn.Dropout", head.dropout), layer) if head.dropout else layer
+    else:
+        activation = architectures.ACTIVATIONS[head.activation].__name__
+        layers = []
+        for width_in, width_out in zip([width, *head.hidden_sizes[:-1]], head.hidden_sizes, strict=True):
+            layers += [Call("nn.Linear", width_in, width_out), Call(f"nn.{activation}")]
+            if head.dropout:
+                layers.append(Call("nn.Dropout", head.dropout))
+        call = Call("nn.Sequential", *layers, Call("nn.Linear", head.hidden_sizes[-1], head.classes))
+    if plan.classifier.adapter == "pool_flatten":
+        call = Call("nn.Sequential", Call("nn.AdaptiveAvgPool2d", 1), Call("nn.Flatten", 1), call)
+    return call
+
+
+# --- data ----------------------------------------------------------------------
+
+
+def torchvision_call(source) -> Call:
+    cls = getattr(torchvision.datasets, identifier(source.name))
+    params = inspect.signature(cls).parameters
+    kwargs = {}
+    if "train" in params:
+        kwargs["train"] = Code("train")
+    if "download" in params:
+        kwargs["download"] = Code('spec["download"]')
+    return Call(f"torchvision.datasets.{source.name}", Code("path"), **kwargs)
+
+
+def data_context(plan: Plan) -> dict:
+    data, pre = plan.data, plan.preprocess
+    sources = [data.train] + ([data.val] if data.val is not None else [])
+    named = [s for s in sources if s.kind == "torchvision"]
+    return {
+        "kinds": {s.kind for s in sources},
+        "torchvision": {s.name: torchvision_call(s) for s in named},
+        "train_transforms": [transform_call(t) for t in pre.train],
+        "eval_transforms": [transform_call(t) for t in pre.eval],
+        "mean": pre.mean,
+        "std": pre.std,
+    }
+
+
+# --- metrics -------------------------------------------------------------------
+
+
+def metrics_context(plan: Plan) -> dict:
+    keys = plan.evaluate.metric_keys
+    return {
+        "top": sorted({int(k[3:]) for k in keys if k.startswith("top")}),
+        "macro_f1": "macro_f1" in keys,
+    }
+
+
+def imports(task: dict) -> list[str]:
+    data = task["data"]
+    statements = [
+        "import torchvision",
+        "from PIL import Image, UnidentifiedImageError",
+        "from torch.utils.data import Dataset, default_collate",
+        *transform_imports(data["train_transforms"] + data["eval_transforms"]),
+    ]
+    if "csv" in data["kinds"]:
+        statements.append("import csv")
+    if "synthetic" in data["kinds"]:
+        statements.append("from torchvision.transforms.v2 import functional as F")
+    return statements
