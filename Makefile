@@ -16,13 +16,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test test-heavy venv clean-venv
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash recipes/digits/demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the tests marked heavy (large models' parity), which `make test` and CI leave out
+test-heavy: $(STAMP)
+	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
 venv: $(STAMP)
 

@@ -271,7 +271,14 @@ class Ran:
     err: str
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+# the four largest models, about half the parity time: `make test-heavy` runs them, CI does not
+HEAVY = {"pets_resnet50", "convnext_tiny_discriminative", "vit_b16_probe", "vgg11_file_weights"}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(name, marks=pytest.mark.heavy) if name in HEAVY else name for name in sorted(CASES)],
+)
 def ran(request, tmp_path_factory):
     """The case written to a folder and `ftr run` on it, once for both tests."""
     case = CASES[request.param]
