@@ -174,3 +174,15 @@ def test_with_several_processes_map_is_that_of_the_whole_val_set():
     first.reduce(_TwoProcesses((second.loss_sum, second.seen, second.map.state())))
     assert first.result() == pytest.approx(whole.result(), rel=0, abs=1e-12)
     assert 0 < whole.result()["val_map"] < 1
+
+
+def test_map_without_pycocotools_is_an_error_at_the_metric(folder, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pycocotools" else real(name, *a))
+    monkeypatch.chdir(folder)
+    code, _, err = ftr(capsys, "check", "r.ftr")
+    line = RECIPE.splitlines().index("  metrics loss, map, map50") + 1
+    assert code == 1 and f"r.ftr:{line}:17: error: metric map needs pycocotools, which is not installed" in err
+    assert "pip install 'ftr[detection]'" in err

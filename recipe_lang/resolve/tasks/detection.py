@@ -3,6 +3,8 @@ VOC or COCO annotations, and transforms that the detector's own resize follows."
 
 from __future__ import annotations
 
+import importlib.util
+
 from torch import nn
 
 from .. import data_check, detectors
@@ -22,6 +24,7 @@ class TaskResolver:
     def build(self) -> nn.Module:
         detectors.family(self.name)
         self._check_sizes()
+        self.check_evaluator()
         pretrained = self.res.recipe.model.weights.kind != "none"
         return detectors.build(self.name, pretrained, self.builder_kwargs(), "meta")
 
@@ -95,6 +98,24 @@ class TaskResolver:
         if source.kind == "voc":
             return self.res.attempt(loc, _voc_classes, source.path, source.split, source.classes)
         return self.res.attempt(loc, _coco_classes, source.path, source.images)
+
+    def check_evaluator(self) -> None:
+        """mAP is pycocotools' evaluation: without it a run would fail at its first evaluation."""
+        keys = self.res.recipe.evaluate.metric_keys
+        if importlib.util.find_spec("pycocotools") is not None:
+            return
+        for i, key in enumerate(keys):
+            if key.startswith("map"):
+                self.res.report(
+                    Problem(
+                        f"metric {key} needs pycocotools, which is not installed",
+                        hint="pip install 'ftr[detection]' (or pycocotools), or measure loss only",
+                    ),
+                    "evaluate",
+                    "metrics",
+                    i,
+                )
+                return
 
     def preprocess(self, resolved: ResolvedWeights) -> Preprocess:
         data = self.res.recipe.data
