@@ -226,6 +226,18 @@ def test_compare_finds_missing_unexpected_misshapen(resnet18_state):
     ]
 
 
+def test_compare_sets_aside_counters_a_frozen_batchnorm_keeps_none(resnet18_state):
+    """A model trained with BatchNorm2d, loaded where FrozenBatchNorm2d stands (a detector
+    starting from weights): the step counters are not unexpected; any other extra key is."""
+    model = {k: tuple(v.shape) for k, v in resnet18_state.items() if not k.endswith("num_batches_tracked")}
+    state = dict(resnet18_state, **{"layer9.num_batches_tracked": torch.tensor(3)})
+    diff = compare_keys(model, state, "fc.")
+    assert diff.is_clean() is False and diff.unexpected == ["layer9.num_batches_tracked"]
+    assert "bn1.num_batches_tracked" in diff.counters and len(diff.counters) == 20
+    del state["layer9.num_batches_tracked"]
+    assert compare_keys(model, state, "fc.").is_clean()
+
+
 def test_compare_without_classifier_prefix(resnet18_state):
     state = dict(resnet18_state, **{"fc.weight": torch.zeros(10, 512)})
     diff = compare_keys(shapes(resnet18_state), state, None)

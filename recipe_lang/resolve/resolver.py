@@ -135,7 +135,8 @@ class _Resolution:
                 "model",
                 "weights",
             )
-        left_out = set(diff.dropped_classifier) | set(diff.unexpected) | {k for k, _, _ in diff.misshapen}
+        left_out = set(diff.dropped_classifier) | set(diff.unexpected) | set(diff.counters)
+        left_out |= {k for k, _, _ in diff.misshapen}
         return ResolvedWeights(
             spec=spec,
             ignored_keys=sorted(diff.dropped_classifier),

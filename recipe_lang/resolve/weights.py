@@ -137,6 +137,9 @@ class KeyDiff:
     unexpected: list[str] = field(default_factory=list)
     misshapen: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, file, model)
     dropped_classifier: list[str] = field(default_factory=list)  # replaced by the new head
+    # BatchNorm step counters of the file where the model has a FrozenBatchNorm2d,
+    # which keeps none (it drops the key on load, as torchvision's does)
+    counters: list[str] = field(default_factory=list)
 
     def is_clean(self) -> bool:
         return not (self.missing or self.unexpected or self.misshapen)
@@ -160,7 +163,11 @@ class KeyDiff:
 
 def compare_keys(model_shapes: dict[str, tuple], file_state: dict, classifier_prefix: str | None) -> KeyDiff:
     """Compare a checkpoint with the backbone's state (taken before the head
-    was replaced); keys under `classifier_prefix` are set aside, not errors."""
+    was replaced); keys under `classifier_prefix` are set aside, not errors.
+
+    A detector trained from scratch has BatchNorm2d layers; built to start from
+    those weights, it has FrozenBatchNorm2d in their place, which take the same
+    tensors but no `num_batches_tracked`: such counters are set aside too."""
     diff = KeyDiff()
 
     def classifier(k: str) -> bool:
@@ -177,14 +184,17 @@ def compare_keys(model_shapes: dict[str, tuple], file_state: dict, classifier_pr
         if classifier(k):
             if k not in model_shapes:
                 diff.dropped_classifier.append(k)
-        elif k not in model_shapes and not _frozen_batchnorm_counter(k, model_shapes):
+        elif k in model_shapes:
+            continue
+        elif _frozen_counter(k, model_shapes):
+            diff.counters.append(k)
+        else:
             diff.unexpected.append(k)
     return diff
 
 
-def _frozen_batchnorm_counter(key: str, model_shapes: dict) -> bool:
-    """A BatchNorm's step counter, which the model's FrozenBatchNorm2d in its place
-    does not keep (it drops it on loading): a detector pretrained from a run that
-    trained its BatchNorm layers."""
-    prefix, _, name = key.rpartition(".")
-    return name == "num_batches_tracked" and f"{prefix}.running_mean" in model_shapes
+def _frozen_counter(key: str, model_shapes: dict) -> bool:
+    """`key` is a BatchNorm's step counter, and the model's layer there has running
+    statistics but no counter (a FrozenBatchNorm2d)."""
+    layer, _, name = key.rpartition(".")
+    return name == "num_batches_tracked" and f"{layer}.running_mean" in model_shapes
