@@ -293,8 +293,15 @@ def ran(request, tmp_path_factory):
         weights.unlink()
 
 
+def classification_recipes() -> list[str]:
+    """The recipes in recipes/ this module runs; detection's parity is held by
+    tests/test_compile_detection.py, on data of its own."""
+    return sorted(p.stem for p in RECIPES.glob("*.ftr") if "\ntask detection\n" not in p.read_text())
+
+
 def test_every_recipe_has_a_case():
-    assert sorted(CASES) == sorted(p.stem for p in RECIPES.glob("*.ftr"))
+    assert sorted(CASES) == classification_recipes()
+    assert len(classification_recipes()) < len(list(RECIPES.glob("*.ftr")))  # the detection ones are left out
 
 
 def test_adapted_recipe_runs(ran):
