@@ -137,7 +137,6 @@ class Trainer:
         self.best_weights: dict | None = None  # best.pt's tensors, on the CPU, in process 0
         self.start_epoch, self.global_step, self.history = 1, 0, []
         self.details: list[dict] = []  # per-class figures of each evaluation, when the task has them
-        self.evaluation_details: dict | None = None
         self.seconds_before = 0.0  # training time of the sessions before this one
         self.began = time.perf_counter()
 
@@ -287,8 +286,6 @@ class Trainer:
             row = {"epoch": epoch, "train_loss": train_loss}
             if self._evaluates(epoch):
                 row.update(self.evaluate(epoch))
-                if self.evaluation_details is not None:
-                    self.details.append({"epoch": epoch, **self.evaluation_details})
             row.update({f"lr/{group}": rate for group, rate in rates.items()})
             row["seconds"] = time.perf_counter() - began
             self.history.append(row)
@@ -418,7 +415,9 @@ class Trainer:
             evaluation.reduce(self.dist)
             if not math.isfinite(evaluation.loss_sum):  # NaN and inf stay so in a sum: all see it
                 raise NonFiniteLoss(epoch, None, evaluation.loss_sum / max(evaluation.seen, 1))
-        self.evaluation_details = evaluation.details()
+        details = evaluation.details()
+        if details is not None:
+            self.details.append({"epoch": epoch, **details})
         return evaluation.result()
 
     def _after_evaluation(self, epoch: int, row: dict) -> bool:

@@ -169,6 +169,16 @@ def torchvision_classes(name: str, root: str, download: bool = False) -> list[st
     return [_class_name(c) for c in classes] if classes is not None else None
 
 
+def class_difference(train: list[str], val: list[str], hint: str) -> Problem | None:
+    """val's classes are not train's: which are only in one of them."""
+    if val == train:
+        return None
+    missing, extra = sorted(set(train) - set(val)), sorted(set(val) - set(train))
+    notes = [f"only in train: {', '.join(missing[:5])}"] if missing else []
+    notes += [f"only in val: {', '.join(extra[:5])}"] if extra else []
+    return Problem("val has other classes than train", notes=notes, hint=hint)
+
+
 def count_mismatch(data_classes: list[str], head_classes: int) -> Problem | None:
     """A Problem when the data's class count differs from the head's."""
     n = len(data_classes)

@@ -74,20 +74,10 @@ class TaskResolver:
         train = self.source_classes(data.train, ("data", "train"))
         if data.val is not None and data.val.kind != "split":
             val = self.source_classes(data.val, ("data", "val"))
-            if train is not None and val is not None and val != train:
-                missing = sorted(set(train) - set(val))
-                extra = sorted(set(val) - set(train))
-                notes = [f"only in train: {', '.join(missing[:5])}"] if missing else []
-                notes += [f"only in val: {', '.join(extra[:5])}"] if extra else []
-                self.res.report(
-                    Problem(
-                        "val has other classes than train",
-                        notes=notes,
-                        hint="both must hold the same class folders or labels",
-                    ),
-                    "data",
-                    "val",
-                )
+            if train is not None and val is not None:
+                difference = data_check.class_difference(train, val, "both must hold the same class folders or labels")
+                if difference:
+                    self.res.report(difference, "data", "val")
         if train is None:
             return None
         head = self.res.recipe.model.head

@@ -77,16 +77,11 @@ class TaskResolver:
         train = self.source_classes(data.train, ("data", "train"))
         if data.val is not None and data.val.kind != "split":
             val = self.source_classes(data.val, ("data", "val"))
-            if train is not None and val is not None and val != train:
-                self.res.report(
-                    Problem(
-                        "val has other classes than train",
-                        notes=[f"train: {', '.join(train[:8])}", f"val: {', '.join(val[:8])}"],
-                        hint="give both the same classes=[...] (voc), or the same categories (coco)",
-                    ),
-                    "data",
-                    "val",
-                )
+            if train is not None and val is not None:
+                hint = "give both the same classes=[...] (voc), or the same categories (coco)"
+                difference = data_check.class_difference(train, val, hint)
+                if difference:
+                    self.res.report(difference, "data", "val")
         if train is None:
             return None
         mismatch = data_check.count_mismatch(train, self.res.recipe.model.head.classes)
