@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from . import nodes as n
 from .diagnostics import Diagnostic, RecipeError, Span, did_you_mean
-from .recipe import FUNCTION_FAMILIES, EarlyStop, Normalize, Recipe, TopK, metric_key
+from .recipe import FUNCTION_FAMILIES, EarlyStop, LayerDecay, Normalize, Recipe, TopK, metric_key
 from .validation_errors import diagnostics_from_validation
 
 BAD = object()  # a value that already has its diagnostic
@@ -225,6 +225,33 @@ class Builder:
         data["at"] = statement.at.value
         return data
 
+    def backbone(self, statement, loc):
+        """A builder's name, or timm("name") / hf("folder")."""
+        value = self.single(statement, loc)
+        if value is BAD:
+            return BAD
+        if isinstance(value, n.Call) and value.name not in family_members("backbone"):
+            self.spans[loc] = value.span
+            return self.error(
+                f"unexpected call '{value.name}(...)'",
+                value.name_span,
+                hint=f'write a torchvision builder by its name (backbone {value.name}), or timm("name"), or hf("folder")',
+            )
+        if isinstance(value, n.Call):
+            return self.function(value, "backbone", loc)
+        return self.plain(value, loc)
+
+    def layer_decay(self, statement, loc):
+        """`layer_decay 0.8, over=encoder.layer`."""
+        if not isinstance(statement, n.Plain) or not statement.args:
+            return self.error(
+                "'layer_decay' needs a factor and a container",
+                statement.keyword_span,
+                hint="write layer_decay 0.8, over=encoder.layer",
+            )
+        self.spans[loc] = statement.span
+        return self.arguments(LayerDecay, "layer_decay", statement.args, loc)
+
     def eval_transforms(self, statement, loc):
         args = statement.args if isinstance(statement, n.Plain) else []
         if len(args) == 1 and isinstance(args[0], n.Ident) and args[0].name == "weights":
@@ -314,11 +341,12 @@ def _early_stop(builder: Builder, statement, loc):
 def _statements():
     return {
         "model": {
-            "backbone": ("backbone", Builder.scalar),
+            "backbone": ("backbone", Builder.backbone),
             "weights": ("weights", Builder.weights),
             "head": ("head", Builder.head),
             "min_size": ("min_size", Builder.scalar),
             "max_size": ("max_size", Builder.scalar),
+            "pool": ("pool", Builder.scalar),
         },
         "data": {
             "train": ("train", _function("data source")),
@@ -330,6 +358,8 @@ def _statements():
             "eval_transforms": ("eval_transforms", Builder.eval_transforms),
             "normalize": ("normalize", Builder.normalize),
             "skip_bad_images": ("skip_bad_images", Builder.scalar),
+            "max_length": ("max_length", Builder.scalar),
+            "group_by_length": ("group_by_length", Builder.scalar),
         },
         "train": {
             "epochs": ("epochs", Builder.scalar),
@@ -338,6 +368,7 @@ def _statements():
             "schedule": ("schedule", _function("schedule")),
             "freeze": ("freeze", Builder.freeze),
             "unfreeze gradually": ("gradually", Builder.gradually),
+            "layer_decay": ("layer_decay", Builder.layer_decay),
             "batchnorm": ("batchnorm", Builder.scalar),
             "no_weight_decay": ("no_weight_decay", _list(None)),
             "label_smoothing": ("label_smoothing", Builder.scalar),
@@ -376,7 +407,7 @@ def _list(family):
 
 STATEMENTS = _statements()
 TOP_LEVEL = {"recipe": "name", "seed": "seed", "output": "output", "task": "task"}
-NOT_BUILT_TASKS = ("text_classification",)
+NOT_BUILT_TASKS = ()
 
 
 def statement_home(keyword: str) -> str | None:

@@ -139,15 +139,51 @@ class DetectionHead(Strict):
 Head = _tagged(LinearHead, MlpHead, DetectionHead)
 
 
+class TimmBackbone(Strict):
+    """`timm("convnext_tiny")`: a model timm.create_model builds."""
+
+    kind: Literal["timm"] = "timm"
+    name: str = Field(min_length=1, description="a timm.list_models() name")
+
+
+class HfBackbone(Strict):
+    """`hf("models/all-MiniLM-L6-v2")`: a Hugging Face encoder and its tokenizer."""
+
+    kind: Literal["hf"] = "hf"
+    path: str = Field(min_length=1, description="a local model folder, or a hub id where the network allows")
+
+
+BACKBONES = (TimmBackbone, HfBackbone)
+LIBRARIES = ("torchvision", "timm", "hf")
+
+
 class ModelSpec(Strict):
-    backbone: str = Field(
+    backbone: str | _tagged(*BACKBONES) = Field(
         description="a torchvision model builder: of torchvision.models (e.g. resnet50), or of "
-        "torchvision.models.detection with task detection (e.g. fasterrcnn_resnet50_fpn)"
+        "torchvision.models.detection with task detection (e.g. fasterrcnn_resnet50_fpn); "
+        'timm("name") for a timm model; hf("folder-or-id") for a Hugging Face encoder'
     )
     weights: Weights = NoWeights.model_construct()
     head: Head | None = Field(None, description="replaces the classifier; without it the builder's own stays")
     min_size: Size | None = Field(None, description="task detection: the detector's own resize, its shorter side")
     max_size: Size | None = Field(None, description="task detection: the longest side the detector's resize allows")
+    pool: Literal["cls", "mean", "last"] = Field(
+        "mean",
+        description="task text_classification: how token states become one vector "
+        "(the first token, the mean over the attention mask, the last non-padding token)",
+    )
+
+    @property
+    def library(self) -> str:
+        """Who builds the backbone: torchvision, timm or hf."""
+        return "torchvision" if isinstance(self.backbone, str) else self.backbone.kind
+
+    @property
+    def backbone_name(self) -> str:
+        """The builder's name, timm's model name, or the Hugging Face folder or id."""
+        if isinstance(self.backbone, str):
+            return self.backbone
+        return self.backbone.name if self.backbone.kind == "timm" else self.backbone.path
 
 
 # --- data ----------------------------------------------------------------------
@@ -164,6 +200,14 @@ class CsvSource(Strict):
     root: str | None = Field(None, description="folder the image column is relative to")
     image: str = "file"
     label: str = "label"
+    text: str | None = Field(None, description="task text_classification: the column of the text")
+
+
+class JsonlSource(Strict):
+    kind: Literal["jsonl"] = "jsonl"
+    path: str = Field(description="one JSON object a line")
+    text: str = Field("text", description="the key of the text")
+    label: str = Field("label", description="the key of the label")
 
 
 class SyntheticSource(Strict):
@@ -200,7 +244,7 @@ class Split(Strict):
     fraction: float = Field(gt=0, lt=1, description="stratified, seeded hold-out taken from train")
 
 
-SOURCES = (ImageFolderSource, CsvSource, SyntheticSource, TorchvisionSource, VocSource, CocoSource)
+SOURCES = (ImageFolderSource, CsvSource, JsonlSource, SyntheticSource, TorchvisionSource, VocSource, CocoSource)
 Source = _tagged(*SOURCES)
 ValSource = _tagged(*SOURCES, Split)
 
@@ -303,6 +347,10 @@ class DataSpec(Strict):
     eval_transforms: list[Transform] | Literal["weights"] = []
     normalize: Literal["imagenet", "none", "weights"] | Normalize = "imagenet"
     skip_bad_images: bool = Field(False, description="skip and count unreadable images instead of stopping")
+    max_length: Size | None = Field(None, description="task text_classification: tokens kept of each text")
+    group_by_length: bool = Field(
+        False, description="task text_classification: batches of texts of similar length, in a seeded order"
+    )
 
 
 # --- train ---------------------------------------------------------------------
@@ -396,6 +444,14 @@ class Gradual(Strict):
     every: Size
 
 
+class LayerDecay(Strict):
+    """`layer_decay 0.8, over=encoder.layer`: each child of the container trains at
+    `factor` times the rate of the child above it; the last child keeps its group's rate."""
+
+    factor: float = Field(gt=0, le=1, description="the rate of a child over that of the child above it")
+    over: str = Field(min_length=1, description="a container module whose children are the layers")
+
+
 class TrainSpec(Strict):
     epochs: Annotated[int, Field(ge=1, le=100_000)]
     optimizer: Optimizer = AdamW.model_construct()
@@ -404,6 +460,7 @@ class TrainSpec(Strict):
     freeze: SelectorList | None = Field(None, description="frozen at the start of epoch 1")
     events: list[ThawEvent] = Field([], description="`at epoch N freeze|unfreeze ...` lines")
     gradually: Gradual | None = None
+    layer_decay: LayerDecay | None = Field(None, description="layer-wise rate decay over a container's children")
     batchnorm: Literal["eval", "train", "trainable"] = "eval"
     no_weight_decay: list[Literal["bias", "norm"]] = []
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -551,6 +608,7 @@ class Recipe(Strict):
 
 
 FUNCTION_FAMILIES = {
+    "backbone": list(BACKBONES),
     "weights": [NoWeights, DefaultWeights, EnumWeights, FileWeights, RunWeights],
     "head": [LinearHead, MlpHead, DetectionHead],
     "data source": list(SOURCES),

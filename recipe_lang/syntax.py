@@ -363,7 +363,7 @@ def expected_words(expected) -> list[str]:
         expected.discard("_NL")
     if _VALUE_START <= expected:
         words.append("a value")
-        expected -= _VALUE_START | {"TRUE", "FALSE", "NONE"}
+        expected -= _VALUE_START | {"TRUE", "FALSE", "NONE", "PATH"}  # a module path is a value too
     elif _SELECTOR_START <= expected:
         words.append("a module name, path or group")
         expected -= _SELECTOR_START

@@ -13,69 +13,105 @@ from .validation_errors import span_for
 
 CLASSIFICATION = "classification"
 DETECTION = "detection"
-CHECKED_TASKS = (CLASSIFICATION, DETECTION)
+TEXT = "text_classification"
+CHECKED_TASKS = (CLASSIFICATION, DETECTION, TEXT)
 
-HEAD_TASK = {"linear": CLASSIFICATION, "mlp": CLASSIFICATION, "detection": DETECTION}
+LABELS = (CLASSIFICATION, TEXT)  # one label out of a head on a vector
+IMAGES = (CLASSIFICATION, DETECTION)
+
+HEAD_TASK = {"linear": LABELS, "mlp": LABELS, "detection": (DETECTION,)}
 SOURCE_TASK = {
-    "imagefolder": CLASSIFICATION,
-    "csv": CLASSIFICATION,
-    "synthetic": CLASSIFICATION,
-    "torchvision": CLASSIFICATION,
-    "voc": DETECTION,
-    "coco": DETECTION,
+    "imagefolder": (CLASSIFICATION,),
+    "csv": (CLASSIFICATION,),  # csv(..., text=...) is TEXT's: see _source_owners
+    "jsonl": (TEXT,),
+    "synthetic": (CLASSIFICATION,),
+    "torchvision": (CLASSIFICATION,),
+    "voc": (DETECTION,),
+    "coco": (DETECTION,),
 }
+BACKBONE_TASK = {"torchvision": IMAGES, "timm": (CLASSIFICATION,), "hf": (TEXT,)}
 METRIC_TASK = {
-    "accuracy": CLASSIFICATION,
-    "top_k": CLASSIFICATION,
-    "macro_f1": CLASSIFICATION,
-    "map": DETECTION,
-    "map50": DETECTION,
-    "map75": DETECTION,
+    "accuracy": LABELS,
+    "top_k": LABELS,
+    "macro_f1": LABELS,
+    "map": (DETECTION,),
+    "map50": (DETECTION,),
+    "map75": (DETECTION,),
 }
-TRANSFORM_TASK = {"random_erasing": CLASSIFICATION, "trivial_augment": CLASSIFICATION, "rand_augment": CLASSIFICATION}
-# statements (by their path in the Recipe) that only one task may write
+TRANSFORM_TASK = {"random_erasing": (CLASSIFICATION,), "trivial_augment": (CLASSIFICATION,), "rand_augment": (CLASSIFICATION,)}
+# statements (by their path in the Recipe) that only some tasks may write
 STATEMENT_TASK = {
-    ("model", "min_size"): DETECTION,
-    ("model", "max_size"): DETECTION,
-    ("data", "normalize"): CLASSIFICATION,
-    ("train", "label_smoothing"): CLASSIFICATION,
+    ("model", "min_size"): (DETECTION,),
+    ("model", "max_size"): (DETECTION,),
+    ("model", "pool"): (TEXT,),
+    ("data", "normalize"): (CLASSIFICATION,),
+    ("data", "train_transforms"): IMAGES,
+    ("data", "eval_transforms"): IMAGES,
+    ("data", "skip_bad_images"): IMAGES,
+    ("data", "max_length"): (TEXT,),
+    ("data", "group_by_length"): (TEXT,),
+    ("train", "label_smoothing"): LABELS,
+    ("train", "channels_last"): IMAGES,
 }
 
-# how to put right, in a detection recipe, what belongs to classification
-_IN_DETECTION = {
-    "head": "write head detection(classes=N)",
-    "source": "write voc(...) or coco(...)",
-    "metric": "detection measures loss, map, map50 and map75",
-    "transform": "boxes do not follow it: remove it",
-    "normalize": "remove it: the detector normalizes its inputs itself",
-    "label_smoothing": "remove it: the detector's losses are its own",
-    "eval_transforms weights": "remove it: the detector resizes its inputs itself; set min_size and max_size in model",
+# how to put right, in a recipe of a task, what belongs to others
+_HINTS = {
+    DETECTION: {
+        "head": "write head detection(classes=N)",
+        "source": "write voc(...) or coco(...)",
+        "metric": "detection measures loss, map, map50 and map75",
+        "transform": "boxes do not follow it: remove it",
+        "normalize": "remove it: the detector normalizes its inputs itself",
+        "label_smoothing": "remove it: the detector's losses are its own",
+        "eval_transforms weights": "remove it: the detector resizes its inputs itself; set min_size and max_size in model",
+        "backbone": "write a torchvision.models.detection builder, e.g. fasterrcnn_resnet50_fpn",
+    },
+    CLASSIFICATION: {
+        "head": 'add "task detection" below the recipe line, or write head linear(classes=N)',
+        "min_size": 'add "task detection" below the recipe line, or resize with transforms',
+        "max_size": 'add "task detection" below the recipe line, or resize with transforms',
+    },
+    TEXT: {
+        "source": 'write csv("file.csv", text="column", label="column") or jsonl("file.jsonl", text="key", label="key")',
+        "backbone": 'write backbone hf("model-folder")',
+        "transform": "texts take no image transforms: remove it",
+        "train_transforms": "texts take no image transforms: remove it",
+        "eval_transforms": "texts take no image transforms: remove it",
+        "eval_transforms weights": "texts take no image transforms: remove it",
+        "normalize": "remove it: a text has no pixels to normalize",
+        "skip_bad_images": "remove it: a text recipe reads no images",
+        "channels_last": "remove it: a text recipe has no image layout",
+    },
 }
-# ... and in a classification recipe, what belongs to detection
-_IN_CLASSIFICATION = {
-    "head": 'add "task detection" below the recipe line, or write head linear(classes=N)',
-    "min_size": 'add "task detection" below the recipe line, or resize with transforms',
-    "max_size": 'add "task detection" below the recipe line, or resize with transforms',
+_ADD_TASK = {
+    DETECTION: 'add "task detection" below the recipe line',
+    TEXT: 'add "task text_classification" below the recipe line',
 }
-_ADD_DETECTION = 'add "task detection" below the recipe line'
 
 
 def task_diagnostics(recipe: Recipe) -> list[Diagnostic]:
-    """An error for every head, source, metric, transform and statement of the
-    recipe that belongs to another task than the recipe's."""
+    """An error for every backbone, head, source, metric, transform and statement of
+    the recipe that belongs to other tasks than the recipe's."""
     if recipe.task not in CHECKED_TASKS:
         return []
-    found = [*_head(recipe), *_sources(recipe), *_metrics(recipe), *_transforms(recipe), *_statements(recipe)]
+    found = [
+        *_backbone(recipe),
+        *_head(recipe),
+        *_sources(recipe),
+        *_metrics(recipe),
+        *_transforms(recipe),
+        *_statements(recipe),
+    ]
     return [d for d in found if d is not None]
 
 
-def _foreign(recipe: Recipe, what: str, owner: str | None, span, topic: str) -> Diagnostic | None:
-    """`what` belongs to task `owner`: an error unless that is the recipe's task."""
-    if owner is None or owner == recipe.task:
+def _foreign(recipe: Recipe, what: str, owners: tuple | None, span, topic: str) -> Diagnostic | None:
+    """`what` belongs to the tasks `owners`: an error unless the recipe's task is one."""
+    if owners is None or recipe.task in owners:
         return None
-    hints = _IN_DETECTION if recipe.task == DETECTION else _IN_CLASSIFICATION
-    hint = hints.get(topic, _ADD_DETECTION if owner == DETECTION else None)
-    return Diagnostic(f"{what} belongs to task {owner}, not {recipe.task}", span, hint=hint)
+    hint = _HINTS[recipe.task].get(topic) or (_ADD_TASK.get(owners[0]) if len(owners) == 1 else None)
+    whose = f"task {owners[0]}" if len(owners) == 1 else f"tasks {' and '.join(owners)}"
+    return Diagnostic(f"{what} belongs to {whose}, not {recipe.task}", span, hint=hint)
 
 
 def _at(recipe: Recipe, *loc):
@@ -84,6 +120,12 @@ def _at(recipe: Recipe, *loc):
 
 def _keyword_at(recipe: Recipe, *loc):
     return recipe.keyword_spans.get(tuple(loc)) or _at(recipe, *loc)
+
+
+def _backbone(recipe: Recipe):
+    model = recipe.model
+    what = f"backbone {model.backbone_name}" if model.library == "torchvision" else f"backbone {model.library}(...)"
+    yield _foreign(recipe, what, BACKBONE_TASK[model.library], _at(recipe, "model", "backbone"), "backbone")
 
 
 def _head(recipe: Recipe):
@@ -96,8 +138,9 @@ def _sources(recipe: Recipe):
     for field in ("train", "val"):
         source = getattr(recipe.data, field)
         if source is not None:
-            owner = SOURCE_TASK.get(source.kind)
-            yield _foreign(recipe, f"{source.kind}(...)", owner, _at(recipe, "data", field), "source")
+            owners = (TEXT,) if getattr(source, "text", None) is not None else SOURCE_TASK.get(source.kind)
+            what = f"{source.kind}(..., text=...)" if owners == (TEXT,) and source.kind == "csv" else f"{source.kind}(...)"
+            yield _foreign(recipe, what, owners, _at(recipe, "data", field), "source")
 
 
 def _metrics(recipe: Recipe):
@@ -108,6 +151,8 @@ def _metrics(recipe: Recipe):
 
 
 def _transforms(recipe: Recipe):
+    if recipe.task not in IMAGES:
+        return  # the statements themselves are foreign there
     for field in ("train_transforms", "eval_transforms"):
         transforms = getattr(recipe.data, field)
         for i, transform in enumerate(transforms if isinstance(transforms, list) else []):
@@ -116,7 +161,7 @@ def _transforms(recipe: Recipe):
             yield _foreign(recipe, f"transform {transform.kind}", owner, span, "transform")
     if recipe.data.eval_transforms == "weights":
         span = _keyword_at(recipe, "data", "eval_transforms")
-        yield _foreign(recipe, "eval_transforms weights", CLASSIFICATION, span, "eval_transforms weights")
+        yield _foreign(recipe, "eval_transforms weights", (CLASSIFICATION,), span, "eval_transforms weights")
 
 
 def _statements(recipe: Recipe):

@@ -135,13 +135,35 @@ def test_set_task_and_detection_statements():
     ]
 
 
-def test_text_classification_is_one_clear_error_until_it_is_built():
+def test_an_image_recipe_named_text_classification_lists_every_image_statement():
     text = SEED.read_text(encoding="utf-8").replace(
         'recipe "seed-resnet18"\n', 'recipe "t"\ntask text_classification\n'
     )
-    (error,) = _errors(text)
-    assert error.message == "task text_classification is not built yet"
-    assert (error.span.line, error.span.column) == (text.splitlines().index("task text_classification") + 1, 6)
+    found = [(e.span.line, e.span.column, e.message, e.hint) for e in _errors(text)]
+    assert [f[:3] for f in found] == [
+        (6, 12, "backbone resnet18 belongs to tasks classification and detection, not text_classification"),
+        (12, 9, "imagefolder(...) belongs to task classification, not text_classification"),
+        (13, 7, "imagefolder(...) belongs to task classification, not text_classification"),
+        (15, 3, "train_transforms belongs to tasks classification and detection, not text_classification"),
+        (16, 3, "eval_transforms belongs to tasks classification and detection, not text_classification"),
+        (17, 3, "normalize belongs to task classification, not text_classification"),
+    ]
+    assert found[0][3] == 'write backbone hf("model-folder")'
+    assert found[1][3].startswith('write csv("file.csv", text="column"')
+
+
+def test_text_things_in_an_image_recipe_name_their_task():
+    text = SEED.read_text(encoding="utf-8").replace(
+        'train imagefolder("data/train")', 'train csv("t.csv", text="body", label="topic")\n  max_length 64'
+    )
+    text = text.replace("backbone resnet18", 'backbone hf("models/bert")\n  pool cls')
+    messages = [e.message for e in _errors(text)]
+    assert messages == [
+        "backbone hf(...) belongs to task text_classification, not classification",
+        "pool belongs to task text_classification, not classification",
+        "csv(..., text=...) belongs to task text_classification, not classification",
+        "max_length belongs to task text_classification, not classification",
+    ]
 
 
 # --- metrics -----------------------------------------------------------------------
@@ -208,10 +230,10 @@ def test_every_task_error_is_collected_in_one_pass():
     text += "\nevaluate {\n  metrics loss, accuracy, macro_f1\n}\n"
     messages = [e.message for e in _errors(text)]
     assert messages == [
-        "head linear(...) belongs to task classification, not detection",
-        "label_smoothing belongs to task classification, not detection",
-        "metric accuracy belongs to task classification, not detection",
-        "metric macro_f1 belongs to task classification, not detection",
+        "head linear(...) belongs to tasks classification and text_classification, not detection",
+        "label_smoothing belongs to tasks classification and text_classification, not detection",
+        "metric accuracy belongs to tasks classification and text_classification, not detection",
+        "metric macro_f1 belongs to tasks classification and text_classification, not detection",
     ]
 
 
