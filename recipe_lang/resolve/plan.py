@@ -89,7 +89,8 @@ class Plan(Frozen):
     seed: int
     output: str
     task: str = "classification"
-    backbone: str
+    library: str = Field("torchvision", description="who builds the backbone: torchvision, timm or hf")
+    backbone: str = Field(description="the builder's name, timm's model name, or the Hugging Face folder or id")
     builder_kwargs: dict
     weights: ResolvedWeights
     head: Head | None
@@ -133,14 +134,27 @@ class Plan(Frozen):
     def digest(self) -> str:
         """A hash of every decision: a checkpoint of another plan is refused on resume.
 
-        Fields that tasks added stay out while they hold their defaults, so that a
-        classification plan hashes as it did before tasks existed (its checkpoints
-        resume, its compiled scripts are unchanged)."""
-        defaults = {name for name in TASK_FIELDS if getattr(self, name) == Plan.model_fields[name].default}
-        left_out = {"warnings"} | defaults
+        Fields added after format 1 stay out while they hold their defaults, so
+        that a plan of an older recipe hashes as it did before they existed (its
+        checkpoints resume, its compiled scripts are unchanged)."""
+        left_out: dict = {"warnings": True}
+        left_out |= {name: True for name in TASK_FIELDS if getattr(self, name) == Plan.model_fields[name].default}
+        for block, fields in ADDED_FIELDS.items():
+            spec = getattr(self, block)
+            at_default = {name: True for name, default in fields.items() if getattr(spec, name) == default}
+            if at_default:
+                left_out[block] = at_default
+        for source in ("train", "val"):
+            if getattr(getattr(self.data, source), "text", "absent") is None:
+                left_out.setdefault("data", {})[source] = {"text": True}
         return hashlib.sha256(self.model_dump_json(exclude=left_out).encode()).hexdigest()[:16]
 
 
-TASK_FIELDS = ("task",)
+TASK_FIELDS = ("task", "library")
+# statements the language gained after format 1, with their defaults
+ADDED_FIELDS = {
+    "data": {"max_length": None, "group_by_length": False},
+    "train": {"layer_decay": None},
+}
 
 IMAGENET = Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
