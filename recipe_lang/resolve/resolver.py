@@ -109,11 +109,11 @@ class _Resolution:
 
     def weights(self, backbone_shapes: dict, model_shapes: dict, classifier: Classifier) -> ResolvedWeights:
         spec = self.recipe.model.weights
-        backbone = self.recipe.model.backbone
+        backbone = self.recipe.model.backbone_name
         if spec.kind in ("default", "enum"):
             member = "default" if spec.kind == "default" else spec.member
             loc = ("model", "weights", "member") if spec.kind == "enum" else ("model", "weights")
-            enum = self.attempt(loc, weights.enum_member, backbone, member)
+            enum = self.attempt(loc, self.task.pretrained, member)
             return ResolvedWeights(spec=spec, enum=enum)
         if spec.kind == "run":
             return self.run_weights(spec, model_shapes)
