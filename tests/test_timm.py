@@ -175,6 +175,12 @@ def test_a_weights_enum_member_points_to_the_tag_in_the_name():
     ]
 
 
+def test_weights_default_of_a_model_timm_has_no_weights_for_is_an_error_at_weights():
+    assert errors_of(recipe_text(name="convnext_atto_rms", weights="default")) == [
+        (6, 11, "timm has no pretrained weights for convnext_atto_rms", "use weights none, or file(...)")
+    ]
+
+
 def test_weights_default_pins_the_tag_and_takes_timm_s_eval_preset():
     plan = plan_of(recipe_text(weights="default", eval_transforms="weights", normalize="weights"))
     assert plan.weights.enum == "test_convnext.r160_in1k"
