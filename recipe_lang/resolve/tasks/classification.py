@@ -23,6 +23,9 @@ class TaskResolver:
     def builder_kwargs(self) -> dict:
         return architectures.builder_kwargs(self.res.recipe.model.backbone)
 
+    def pretrained(self, spec) -> ResolvedWeights:
+        return self.res.enum_weights(spec)
+
     def plan_fields(self) -> dict:
         return {}
 

@@ -50,6 +50,9 @@ class TaskResolver:
             return detectors.builder_kwargs(self.name, None, None)
         return detectors.builder_kwargs(self.name, spec.min_size, spec.max_size)
 
+    def pretrained(self, spec) -> ResolvedWeights:
+        return self.res.enum_weights(spec)
+
     def plan_fields(self) -> dict:
         return {}
 
