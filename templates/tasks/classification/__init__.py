@@ -34,7 +34,9 @@ def context(plan: Plan, model: nn.Module) -> dict:
         "data": data_context(plan),
         "metrics": metrics_context(plan),
         "requires": "torch and torchvision",
+        "described": f"torchvision's {identifier(plan.backbone)}",
         "per_class": False,
+        "dict_inputs": False,
     }
     task["imports"] = imports(task)
     return task
