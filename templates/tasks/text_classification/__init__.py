@@ -34,7 +34,7 @@ def context(plan: Plan, model: nn.Module) -> dict:
         "per_class": False,
         "dict_inputs": True,
     }
-    task["imports"] = imports(kinds)
+    task["imports"] = imports(kinds) + (["from torch.utils.data import Sampler"] if plan.data.group_by_length else [])
     return task
 
 
