@@ -44,7 +44,7 @@ class TaskResolver:
         return ResolvedWeights(spec=spec)
 
     def plan_fields(self) -> dict:
-        return {"pool": self.res.recipe.model.pool, "max_length": self.max_length()}
+        return {"pool": self.res.recipe.model.pool, "max_length": self.tokens}
 
     def max_length(self) -> int | None:
         """The recipe's, else the tokenizer's own limit, never more than the encoder's positions."""
@@ -106,7 +106,8 @@ class TaskResolver:
         return NO_PREPROCESS
 
     def check_inputs(self, model: nn.Module, preprocess: Preprocess) -> None:
-        """Texts of any length fit: they are cut to max_length, checked against the positions."""
+        """Texts of any length fit: they are cut to max_length, which the positions bound."""
+        self.tokens = self.max_length()
 
     def cache_blockers(self, preprocess: Preprocess, index: ModelIndex) -> list[str]:
         from .. import cache
