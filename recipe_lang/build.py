@@ -235,7 +235,7 @@ class Builder:
             return self.error(
                 f"unexpected call '{value.name}(...)'",
                 value.name_span,
-                hint=f'write a torchvision builder by its name (backbone {value.name}), or timm("name"), or hf("folder")',
+                hint=f'write a torchvision builder by its name (backbone {value.name}), timm("name") or hf("folder")',
             )
         if isinstance(value, n.Call):
             return self.function(value, "backbone", loc)

@@ -38,7 +38,11 @@ METRIC_TASK = {
     "map50": (DETECTION,),
     "map75": (DETECTION,),
 }
-TRANSFORM_TASK = {"random_erasing": (CLASSIFICATION,), "trivial_augment": (CLASSIFICATION,), "rand_augment": (CLASSIFICATION,)}
+TRANSFORM_TASK = {
+    "random_erasing": (CLASSIFICATION,),
+    "trivial_augment": (CLASSIFICATION,),
+    "rand_augment": (CLASSIFICATION,),
+}
 # statements (by their path in the Recipe) that only some tasks may write
 STATEMENT_TASK = {
     ("model", "min_size"): (DETECTION,),
@@ -63,7 +67,9 @@ _HINTS = {
         "transform": "boxes do not follow it: remove it",
         "normalize": "remove it: the detector normalizes its inputs itself",
         "label_smoothing": "remove it: the detector's losses are its own",
-        "eval_transforms weights": "remove it: the detector resizes its inputs itself; set min_size and max_size in model",
+        "eval_transforms weights": (
+            "remove it: the detector resizes its inputs itself; set min_size and max_size in model"
+        ),
         "backbone": "write a torchvision.models.detection builder, e.g. fasterrcnn_resnet50_fpn",
     },
     CLASSIFICATION: {
@@ -72,7 +78,7 @@ _HINTS = {
         "max_size": 'add "task detection" below the recipe line, or resize with transforms',
     },
     TEXT: {
-        "source": 'write csv("file.csv", text="column", label="column") or jsonl("file.jsonl", text="key", label="key")',
+        "source": 'write csv("file.csv", text="column", label="column") or jsonl("file.jsonl")',
         "backbone": 'write backbone hf("model-folder")',
         "transform": "texts take no image transforms: remove it",
         "train_transforms": "texts take no image transforms: remove it",
@@ -139,7 +145,9 @@ def _sources(recipe: Recipe):
         source = getattr(recipe.data, field)
         if source is not None:
             owners = (TEXT,) if getattr(source, "text", None) is not None else SOURCE_TASK.get(source.kind)
-            what = f"{source.kind}(..., text=...)" if owners == (TEXT,) and source.kind == "csv" else f"{source.kind}(...)"
+            what = (
+                f"{source.kind}(..., text=...)" if owners == (TEXT,) and source.kind == "csv" else f"{source.kind}(...)"
+            )
             yield _foreign(recipe, what, owners, _at(recipe, "data", field), "source")
 
 

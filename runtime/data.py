@@ -501,13 +501,13 @@ def loaders(
             shard = Shard(len(data.val), rank, world)
             val = make(data.val, batch_size=-(-eval_batch_size // world), sampler=shard, **extra)
         return train, val
-    train = make(
-        data.train,
-        batch_size=spec.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-        **extra,
-    )
+    generator = torch.Generator().manual_seed(seed)
+    order = {"shuffle": True}
+    if getattr(spec, "group_by_length", False):
+        from .tasks.text_data import LengthGrouped
+
+        order = {"sampler": LengthGrouped([len(item[0]) for item in data.train], spec.batch_size, generator)}
+    train = make(data.train, batch_size=spec.batch_size, generator=generator, **order, **extra)
     val = None
     if data.val is not None:
         val = make(data.val, batch_size=eval_batch_size, **extra)

@@ -98,6 +98,8 @@ class Trainer:
         self.data = self.task.datasets()
         model = self.task.build_model()
         world = self.dist.world
+        if world.distributed and plan.data.group_by_length:
+            raise UnsupportedSetting("group_by_length takes one process: remove it, or run without --nproc")
         if world.distributed:
             try:
                 model = sync_batchnorm(plan, model, self.device)

@@ -3,12 +3,14 @@ every parameter given one group, the trainable set of every epoch written out.""
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from ..diagnostics import Diagnostic, RecipeError
 from ..recipe import Recipe
 from ..validation_errors import span_for
-from . import cache, from_run, weights
+from . import cache, from_run, layers, weights
 from .plan import Classifier, Group, OptimizerGroup, Phase, Plan, ResolvedWeights
 from .problem import Problem
 from .selectors import ModelIndex, SelectorResolver
@@ -68,6 +70,8 @@ class _Resolution:
         if not any(d.is_error for d in self.diagnostics):  # else these would be consequences
             self.judge(phases)
             self.rates(groups, phases)
+        if recipe.train.layer_decay is not None:
+            groups = self.decayed(groups, index)
         classes = task.data_classes(classifier) if self.check_data else None
         if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
             self.run_classes(resolved_weights.spec, classes)
@@ -111,10 +115,7 @@ class _Resolution:
         spec = self.recipe.model.weights
         backbone = self.recipe.model.backbone_name
         if spec.kind in ("default", "enum"):
-            member = "default" if spec.kind == "default" else spec.member
-            loc = ("model", "weights", "member") if spec.kind == "enum" else ("model", "weights")
-            enum = self.attempt(loc, self.task.pretrained, member)
-            return ResolvedWeights(spec=spec, enum=enum)
+            return self.task.pretrained(spec)
         if spec.kind == "run":
             return self.run_weights(spec, model_shapes)
         if spec.kind != "file" or not self.check_weights_file:
@@ -147,6 +148,14 @@ class _Resolution:
             misshapen=[k for k, _, _ in diff.misshapen],
             missing=diff.missing,
         )
+
+    def enum_weights(self, spec, name_of=None) -> ResolvedWeights:
+        """`weights default` or `"ENUM_MEMBER"`, named by `name_of(member)`: by default a
+        torchvision builder's weights enum member (timm's backbones name their pinned tag)."""
+        member = "default" if spec.kind == "default" else spec.member
+        loc = ("model", "weights", "member") if spec.kind == "enum" else ("model", "weights")
+        name_of = name_of or functools.partial(weights.enum_member, self.recipe.model.backbone_name)
+        return ResolvedWeights(spec=spec, enum=self.attempt(loc, name_of, member))
 
     def run_weights(self, spec, model_shapes: dict) -> ResolvedWeights:
         """A finished run's weights, head included: they must fit this model exactly."""
@@ -242,6 +251,15 @@ class _Resolution:
             )
             for name, covers, params in groups
         ]
+
+    def decayed(self, groups: list[Group], index: ModelIndex) -> list[Group]:
+        """layer_decay: each child of the container is its own group, at its recipe
+        group's rate times factor ** (children above it)."""
+        decay = self.recipe.train.layer_decay
+        children = self.attempt(("train", "layer_decay", "over"), layers.children, index, decay.over)
+        if children is None:
+            return groups
+        return layers.split(groups, children, decay.factor, index)
 
     def select(self, resolver: SelectorResolver, selectors, loc: tuple) -> set[str]:
         """The parameters of a selector list; each selector that fails is reported at its own position."""

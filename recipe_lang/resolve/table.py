@@ -52,6 +52,9 @@ def _span(phase: Phase) -> str:
     return str(phase.first) if phase.first == phase.last else f"{phase.first}-{phase.last}"
 
 
+POOLED = {"cls": "the first token's state", "mean": "the mean token state", "last": "the last token's state"}
+
+
 def _weights_source(plan: Plan) -> str:
     resolved = plan.weights
     spec = resolved.spec
@@ -62,6 +65,8 @@ def _weights_source(plan: Plan) -> str:
     if spec.kind == "run":
         origin = f", {resolved.origin}" if resolved.origin else ""
         return f"the weights of run {spec.path} ({os.path.basename(resolved.file)}{origin})"
+    if resolved.enum is None:  # a library's own pretrained weights (hf, timm)
+        return f"its pretrained weights ({plan.library})"
     return f"{resolved.enum} weights"
 
 
@@ -78,6 +83,7 @@ def _header(plan: Plan) -> str:
         widths = [c.in_features, *(head.hidden_sizes if head.kind == "mlp" else []), head.classes]
         details = [head.activation] if head.kind == "mlp" else []
         details += [f"dropout {head.dropout:g}"] if head.dropout else []
+        details += [f"on {POOLED[plan.pool]}, at most {plan.max_length} tokens a text"] if plan.pool else []
         extra = f" ({', '.join(details)})" if details else ""
         origin = ", with the run's weights" if plan.weights.spec.kind == "run" else ""
         lines.append(f"head: {head.kind} {' -> '.join(map(str, widths))}{extra}, replaces {c.path}{origin}")

@@ -102,8 +102,8 @@ class TaskResolver:
     def builder_kwargs(self) -> dict:
         return self.backbone.builder_kwargs()
 
-    def pretrained(self, member: str) -> str:
-        return self.backbone.pretrained(member)
+    def pretrained(self, spec) -> ResolvedWeights:
+        return self.res.enum_weights(spec, self.backbone.pretrained)
 
     def plan_fields(self) -> dict:
         return {}

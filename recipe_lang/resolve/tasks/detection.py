@@ -7,7 +7,7 @@ import importlib.util
 
 from torch import nn
 
-from .. import data_check, detectors, weights
+from .. import data_check, detectors
 from ..annotations import read_coco, read_voc, voc_classes_of
 from ..plan import Classifier, Preprocess, ResolvedWeights
 from ..problem import Problem
@@ -50,9 +50,8 @@ class TaskResolver:
             return detectors.builder_kwargs(self.name, None, None)
         return detectors.builder_kwargs(self.name, spec.min_size, spec.max_size)
 
-    def pretrained(self, member: str) -> str:
-        """The weights enum member, e.g. 'FasterRCNN_ResNet50_FPN_Weights.COCO_V1'."""
-        return weights.enum_member(self.name, member)
+    def pretrained(self, spec) -> ResolvedWeights:
+        return self.res.enum_weights(spec)
 
     def plan_fields(self) -> dict:
         return {}

@@ -32,12 +32,15 @@ def meta_model(plan: Plan) -> nn.Module:
 
 
 def context(plan: Plan, model: nn.Module) -> dict:
+    timm = plan.library == "timm"
     task = {
         "model": model_context(plan),
         "data": data_context(plan),
         "metrics": metrics_context(plan),
-        "requires": "torch, torchvision and timm" if plan.library == "timm" else "torch and torchvision",
+        "requires": "torch, torchvision and timm" if timm else "torch and torchvision",
+        "described": f"timm's {plan.backbone}" if timm else f"torchvision's {identifier(plan.backbone)}",
         "per_class": False,
+        "dict_inputs": False,
     }
     task["imports"] = imports(task)
     return task

@@ -34,6 +34,7 @@ def context(plan: Plan, model: nn.Module) -> dict:
         "data": data_context(plan),
         "background": detectors.background_slot(plan.backbone),
         "requires": "torch, torchvision and pycocotools" if per_class else "torch and torchvision",
+        "described": f"torchvision's {identifier(plan.backbone)}",
         "per_class": per_class,
     }
     task["imports"] = imports(task)
