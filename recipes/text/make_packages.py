@@ -13,8 +13,8 @@ files.
 text: the package's synopsis, then its extended description where the index has
 one (Debian's binary Packages files usually carry the synopsis alone: the long
 descriptions live in Translation-en, which apt does not keep on these machines),
-whitespace collapsed, the package's own name taken out (a name such as
-python3-foo or libfoo-doc gives its section away). label: the section, without a
+whitespace collapsed, the package's own name taken out where it is written as an
+identifier (a name such as python3-foo or libfoo-doc gives its section away). label: the section, without a
 contrib/ or non-free/ prefix.
 
 A text that occurs under two sections is left out; a text that occurs twice under one
@@ -22,8 +22,8 @@ is kept once. Packages built from one source, or whose synopses agree up to a
 suffix such as "(data files)" or "- documentation", form a group: a group lies in one
 split only, and gives at most --per-group texts, so that a family of look-alike
 packages (tesseract's language files, hunspell's dictionaries) neither dominates a
-class nor leaks from train into val or test. val and test are filled first, so
-they keep their size when a class runs short.
+class nor leaks from train into val or test. The splits fill at the same pace, so a
+class that runs short is short in each alike.
 """
 
 from __future__ import annotations
@@ -194,26 +194,31 @@ def groups(packages: list[Package]) -> list[list[Package]]:
 
 
 def split(grouped: list[list[Package]], sizes: dict[str, int], per_group: int, seed: int) -> dict[str, list[Package]]:
-    """Groups in a seeded order, each into the first split (test, val, train) where one of
-    its classes has room, giving at most per_group texts; each split shuffled."""
+    """Groups in a seeded order, each into the split that its classes have filled least
+    (a fraction of the split's size; ties: test, val, train), giving at most per_group
+    texts; each split shuffled. A class that runs short is short in every split alike."""
     rng = random.Random(seed)
     order = grouped[:]
     rng.shuffle(order)
     out: dict[str, list[Package]] = {name: [] for name in SPLITS}
     counts: dict[str, Counter] = {name: Counter() for name in SPLITS}
+
+    def filled(name: str, label: str) -> float:
+        return counts[name][label] / sizes[name] if sizes[name] else 1.0
+
     for group in order:
-        for name in ("test", "val", "train"):
-            room = [p for p in group if counts[name][p.label] < sizes[name]]
-            if not room:
-                continue
-            rng.shuffle(room)
-            taken = 0
-            for p in room:
-                if taken < per_group and counts[name][p.label] < sizes[name]:
-                    out[name].append(p)
-                    counts[name][p.label] += 1
-                    taken += 1
-            break
+        members = group[:]
+        rng.shuffle(members)
+        least = {name: min(filled(name, p.label) for p in members) for name in ("test", "val", "train")}
+        name = min(least, key=least.get)
+        if least[name] >= 1:
+            continue
+        taken = 0
+        for p in members:
+            if taken < per_group and filled(name, p.label) < 1:
+                out[name].append(p)
+                counts[name][p.label] += 1
+                taken += 1
     for rows in out.values():
         rng.shuffle(rows)
     return out
