@@ -155,12 +155,15 @@ def _presets(recipe: Recipe):
         return
     data = recipe.data
     uses = [("eval_transforms", data.eval_transforms == "weights"), ("normalize", data.normalize == "weights")]
+    library = recipe.model.library
     for field, used in uses:
         if used:
             yield Diagnostic(
-                f"'{field} weights' needs torchvision weights",
+                f"'{field} weights' needs {library} weights",
                 _at(recipe, "data", field),
-                hint="set weights default or a weights enum member, or write the transforms out",
+                hint="set weights default, or write the transforms out"
+                if library == "timm"
+                else "set weights default or a weights enum member, or write the transforms out",
             )
 
 

@@ -250,6 +250,16 @@ CASES = {
             (folders("data/skin/train", "data/skin/val", classes=4, per_class=5),),
             (1, 2, 3),
         ),
+        Case(  # timm's tiny test_convnext in convnext_tiny's place (same stage layout); thaw ramp at 2; bf16
+            "timm_convnext_tiny",
+            (('timm("convnext_tiny")', 'timm("test_convnext")'), ("weights default ", "weights none "))
+            + (("classes=47", "classes=4"), ("batch_size 32", "batch_size 4"), ("workers 6", "workers 0"))
+            + (("eval_transforms weights", "eval_transforms resize(36), center_crop(32)"),)
+            + (("normalize weights", "normalize imagenet"), ("epochs 20", "epochs 3"), ("at epoch 4 ", "at epoch 2 "))
+            + (("top_k(5)", "top_k(2)"),),
+            (folders("data/dtd/train", "data/dtd/val", classes=4, per_class=3),),
+            (1, 2, 3),
+        ),
         Case(  # file(...) weights with key, strip and strict=false; linear warmup of half an epoch. One
             # epoch: each epoch's checkpoint holds vgg11 and the momentum of its 119M-parameter fc (~1 GB)
             "vgg11_file_weights",

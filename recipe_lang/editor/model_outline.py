@@ -13,6 +13,7 @@ from ..recipe import Recipe, Selector
 from ..resolve import architectures
 from ..resolve.problem import Problem
 from ..resolve.selectors import RESERVED, ModelIndex, SelectorResolver
+from ..resolve.tasks.classification import backbone_family
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,13 @@ def outline_key(recipe: Recipe) -> tuple:
 def build_outline(recipe: Recipe) -> ModelOutline | None:
     """The recipe's model with its head and groups; None where the model cannot be built."""
     try:
-        model = architectures.build(recipe.model.backbone, "meta")
+        backbone = backbone_family(recipe.model)
+        model = backbone.build()
         head = recipe.model.head
         if head is not None and head.at is not None:
             spot = architectures.spot_at(model, head.at)
         else:
-            spot = architectures.find_classifier(model)
+            spot = backbone.find_classifier(model)
         if head is not None:
             with torch.device("meta"):
                 new_head = architectures.new_head(head, spot.in_features, spot.adapter)

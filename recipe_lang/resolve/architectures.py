@@ -86,7 +86,7 @@ def build(name: str, device="meta", keep_aux: bool = False, kwargs: dict | None 
     except NotImplementedError:
         # regnet computes its stage widths with tensor ops and .tolist() while
         # building, which meta tensors cannot answer.
-        with _moved_when_registered(device):
+        with moved_when_registered(device):
             model = builder(weights=None, **kwargs)
     if not keep_aux:
         drop_aux_heads(model)
@@ -94,7 +94,7 @@ def build(name: str, device="meta", keep_aux: bool = False, kwargs: dict | None 
 
 
 @contextlib.contextmanager
-def _moved_when_registered(device):
+def moved_when_registered(device):
     """Tensors are created on the CPU, but every parameter and buffer moves to
     `device` as soon as a module registers it, before it is initialised.
     The registration hooks are process-wide (every thread) while it runs."""

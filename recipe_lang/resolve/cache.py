@@ -81,6 +81,8 @@ def _random_modules(index: ModelIndex) -> list[str]:
 def _random_p(module: nn.Module) -> float:
     if isinstance(module, nn.modules.dropout._DropoutNd) or type(module).__name__ == "StochasticDepth":
         return float(module.p)
+    if type(module).__name__ in ("DropPath", "DropBlock2d"):  # timm's stochastic depth and DropBlock
+        return float(getattr(module, "drop_prob", 0.0))
     # nn.MultiheadAttention and torchvision's attention blocks keep their dropout as a number
     for name in ("dropout", "attention_dropout"):
         value = getattr(module, name, None)

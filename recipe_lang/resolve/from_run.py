@@ -86,12 +86,19 @@ def _head(recipe: Recipe) -> str:
     return f"{head.kind}({shape})"
 
 
+def _backbone(recipe: Recipe) -> str:
+    """The backbone as a recipe writes it: `resnet18`, `timm("convnext_tiny")`."""
+    model = recipe.model
+    return model.backbone_name if model.library == "torchvision" else f'{model.library}("{model.backbone_name}")'
+
+
 def compare_models(spec: RunWeights, run: Recipe, recipe: Recipe) -> None:
     """Same backbone builder; same head kind, classes and hidden widths."""
     if run.model.backbone != recipe.model.backbone:
+        trained, wanted = _backbone(run), _backbone(recipe)
         raise Problem(
-            f"run '{spec.path}' trained {run.model.backbone}, not {recipe.model.backbone}",
-            hint=f"start from a run of {recipe.model.backbone}, or write backbone {run.model.backbone}",
+            f"run '{spec.path}' trained {trained}, not {wanted}",
+            hint=f"start from a run of {wanted}, or write backbone {trained}",
         )
     if _head(run) != _head(recipe):
         raise Problem(

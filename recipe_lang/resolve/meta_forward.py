@@ -26,7 +26,7 @@ def check(model: nn.Module, sizes: list[InputSize], recipe) -> list[tuple[Proble
         if error is not None and placed and _head_breaks_it(model, size):
             return [(_head_problem(f"the model does not run with a head at '{head.at}'", error), HEAD_LOC)]
         if error is not None:
-            problems.append((_size_problem(recipe.model.backbone, model, size, error), size.loc))
+            problems.append((_size_problem(recipe.model.backbone_name, model, size, error), size.loc))
         elif head is not None and tuple(out.shape) != (BATCH, head.classes):
             where = f"a head at '{head.at}'" if placed else "the new head"
             message = f"with {where} the model outputs shape {tuple(out.shape)}, not (batch, {head.classes})"
@@ -37,9 +37,21 @@ def check(model: nn.Module, sizes: list[InputSize], recipe) -> list[tuple[Proble
 def reference(model: nn.Module) -> InputSize:
     """A size the architecture takes, to tell a head's failure from a size's:
     224x224, which every torchvision classifier takes, or a ViT's own size."""
-    fixed = getattr(model, "image_size", None)
-    side = fixed if isinstance(fixed, int) else 224
+    side = fixed_side(model) or 224
     return InputSize(side, side, HEAD_LOC, False)
+
+
+def fixed_side(model: nn.Module) -> int | None:
+    """The one image side a model takes, if it takes only one: a torchvision
+    VisionTransformer's image_size, or the size of a timm model whose pretrained
+    configuration says its input size is fixed."""
+    fixed = getattr(model, "image_size", None)
+    if isinstance(fixed, int):
+        return fixed
+    config = getattr(model, "pretrained_cfg", None) or {}
+    if config.get("fixed_input_size") and config.get("input_size"):
+        return int(config["input_size"][-1])
+    return None
 
 
 def _head_breaks_it(model: nn.Module, failed: InputSize) -> bool:
@@ -81,8 +93,8 @@ def _size_problem(backbone: str, model: nn.Module, size: InputSize, error: str) 
 
 
 def _size_hint(backbone: str, model: nn.Module, size: InputSize) -> str:
-    fixed = getattr(model, "image_size", None)  # a VisionTransformer takes only its own size
-    if isinstance(fixed, int):
+    fixed = fixed_side(model)
+    if fixed is not None:
         return f"{backbone} takes only {fixed}x{fixed} images: resize or crop to that size"
     smallest = smallest_size(backbone)
     if smallest is None:

@@ -3,6 +3,8 @@ every parameter given one group, the trainable set of every epoch written out.""
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from ..diagnostics import Diagnostic, RecipeError
@@ -147,12 +149,13 @@ class _Resolution:
             missing=diff.missing,
         )
 
-    def enum_weights(self, spec) -> ResolvedWeights:
-        """`weights default` or `"ENUM_MEMBER"` of a torchvision builder: its weights enum member."""
+    def enum_weights(self, spec, name_of=None) -> ResolvedWeights:
+        """`weights default` or `"ENUM_MEMBER"`, named by `name_of(member)`: by default a
+        torchvision builder's weights enum member (timm's backbones name their pinned tag)."""
         member = "default" if spec.kind == "default" else spec.member
         loc = ("model", "weights", "member") if spec.kind == "enum" else ("model", "weights")
-        enum = self.attempt(loc, weights.enum_member, self.recipe.model.backbone_name, member)
-        return ResolvedWeights(spec=spec, enum=enum)
+        name_of = name_of or functools.partial(weights.enum_member, self.recipe.model.backbone_name)
+        return ResolvedWeights(spec=spec, enum=self.attempt(loc, name_of, member))
 
     def run_weights(self, spec, model_shapes: dict) -> ResolvedWeights:
         """A finished run's weights, head included: they must fit this model exactly."""

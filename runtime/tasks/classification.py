@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from recipe_lang.resolve import architectures
+from recipe_lang.resolve import architectures, timm_models
 
 from ..data import Datasets, datasets
 from ..metrics import Evaluation
@@ -25,10 +25,7 @@ class Task:
         head (draws again): the order of reference/seed_loop.py. A run's weights, head
         included, replace everything last."""
         plan = self.plan
-        enum = torchvision.models.get_weight(plan.weights.enum) if plan.weights.enum else None
-        builder = torchvision.models.get_model_builder(plan.backbone)
-        model = builder(weights=enum, **plan.builder_kwargs)
-        architectures.drop_aux_heads(model)
+        model = timm_backbone(plan) if plan.library == "timm" else torchvision_backbone(plan)
         if plan.weights.spec.kind == "file":
             load_file_weights(model, plan)
         if plan.head is not None:
@@ -64,3 +61,18 @@ class Task:
         loss = nn.functional.cross_entropy(logits, labels)
         evaluation.update(logits, labels, loss.item() * len(labels))
         return loss.item()
+
+
+def torchvision_backbone(plan) -> nn.Module:
+    """The builder with its weights enum member, without auxiliary classifiers."""
+    enum = torchvision.models.get_weight(plan.weights.enum) if plan.weights.enum else None
+    model = torchvision.models.get_model_builder(plan.backbone)(weights=enum, **plan.builder_kwargs)
+    architectures.drop_aux_heads(model)
+    return model
+
+
+def timm_backbone(plan) -> nn.Module:
+    """timm.create_model under the plan's name; with weights default, timm loads the pinned
+    pretrained weights (downloading them from the Hugging Face hub unless cached)."""
+    name = timm_models.created_name(plan)
+    return timm_models.timm().create_model(name, pretrained=plan.weights.enum is not None)

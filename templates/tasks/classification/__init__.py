@@ -1,4 +1,4 @@
-"""Image classification in the compiled script: a torchvision classifier and its
+"""Image classification in the compiled script: a torchvision or timm classifier and its
 new head, class folders, csv files, torchvision and synthetic data sets, cross
 entropy, accuracy, top-k and macro F1: the context its template parts (beside
 this file) read."""
@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from recipe_lang.resolve import architectures
+from recipe_lang.resolve import architectures, timm_models
 from recipe_lang.resolve.plan import Plan
 
 from ...code import Call, Code
@@ -20,7 +20,10 @@ from ...transforms import transform_call, transform_imports
 
 
 def meta_model(plan: Plan) -> nn.Module:
-    model = architectures.build(plan.backbone)
+    if plan.library == "timm":
+        model = timm_models.build(timm_models.created_name(plan))
+    else:
+        model = architectures.build(plan.backbone)
     if plan.head is not None:
         with torch.device("meta"):
             head = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
@@ -29,12 +32,13 @@ def meta_model(plan: Plan) -> nn.Module:
 
 
 def context(plan: Plan, model: nn.Module) -> dict:
+    timm = plan.library == "timm"
     task = {
         "model": model_context(plan),
         "data": data_context(plan),
         "metrics": metrics_context(plan),
-        "requires": "torch and torchvision",
-        "described": f"torchvision's {identifier(plan.backbone)}",
+        "requires": "torch, torchvision and timm" if timm else "torch and torchvision",
+        "described": f"timm's {plan.backbone}" if timm else f"torchvision's {identifier(plan.backbone)}",
         "per_class": False,
         "dict_inputs": False,
     }
@@ -46,14 +50,24 @@ def context(plan: Plan, model: nn.Module) -> dict:
 
 
 def model_context(plan: Plan) -> dict:
+    builder = timm_builder(plan) if plan.library == "timm" else torchvision_builder(plan)
+    return {**builder, "library": plan.library, "head": head_call(plan) if plan.head is not None else None}
+
+
+def torchvision_builder(plan: Plan) -> dict:
     kwargs = dict(plan.builder_kwargs)
     if plan.weights.enum:
         kwargs["weights"] = Code("torchvision.models." + ".".join(map(identifier, plan.weights.enum.split("."))))
     return {
         "builder": Call(f"torchvision.models.{identifier(plan.backbone)}", **kwargs),
         "aux_heads": architectures.aux_heads(architectures.build(plan.backbone, keep_aux=True)),
-        "head": head_call(plan) if plan.head is not None else None,
     }
+
+
+def timm_builder(plan: Plan) -> dict:
+    """timm.create_model(name), with pretrained=True for weights default (a download on the user's machine)."""
+    pretrained = {"pretrained": True} if plan.weights.enum else {}
+    return {"builder": Call("timm.create_model", timm_models.created_name(plan), **pretrained), "aux_heads": []}
 
 
 def head_call(plan: Plan) -> Call:
@@ -116,6 +130,7 @@ def metrics_context(plan: Plan) -> dict:
 def imports(task: dict) -> list[str]:
     data = task["data"]
     statements = [
+        *(["import timm"] if task["model"]["library"] == "timm" else []),
         "import torchvision",
         "from PIL import Image, UnidentifiedImageError",
         "from torch.utils.data import Dataset, default_collate",
