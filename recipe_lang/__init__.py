@@ -35,16 +35,24 @@ def parse(text: str, filename: str = "<recipe>", overrides=()) -> Recipe:
         return _parse(text, filename, overrides)
 
 
+_first_parse_frozen = False
+
+
 @contextmanager
 def _collector_paused():
     """The first parse imports the parser and Pydantic and builds the recipe's models:
     many objects that live as long as the process, which the cyclic collector would
-    walk again and again (a tenth of `ftr check --syntax`). A parse is bounded work."""
+    walk again and again (a fifth of `ftr check --syntax`). A parse is bounded work, so
+    the collector waits for its end, and what the first one made is moved out of its way."""
+    global _first_parse_frozen
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if not _first_parse_frozen:
+            gc.freeze()
+            _first_parse_frozen = True
         if enabled:
             gc.enable()
 
