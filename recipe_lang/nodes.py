@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from lark import Token, Transformer, v_args
-
 from .diagnostics import Span
+from .generated_parser import Token, Transformer, v_args
 
 # --- values --------------------------------------------------------------------
 

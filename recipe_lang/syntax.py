@@ -6,12 +6,18 @@ import math
 import re
 from collections import deque
 from functools import lru_cache
-from pathlib import Path
-
-from lark import Lark, Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from .diagnostics import Diagnostic, RecipeError, Span, did_you_mean, source_lines
+from .generated_parser import (
+    Lark,
+    Lark_StandAlone,
+    Token,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from .nodes import Document, NodeProblem, to_document
 
 MAX_BYTES = 1 << 20
@@ -79,17 +85,7 @@ class _Newlines:
 def _parser() -> tuple[Lark, list, _Newlines]:
     comments: list = []
     newlines = _Newlines()
-    grammar = Path(__file__).with_name("grammar.lark").read_text(encoding="utf-8")
-    parser = Lark(
-        grammar,
-        parser="lalr",
-        lexer="contextual",
-        postlex=newlines,
-        propagate_positions=True,
-        maybe_placeholders=True,
-        lexer_callbacks={"COMMENT": comments.append},
-        cache=True,
-    )
+    parser = Lark_StandAlone(postlex=newlines, lexer_callbacks={"COMMENT": comments.append})
     return parser, comments, newlines
 
 
