@@ -7,8 +7,6 @@ loads Pydantic and no command loads either before it knows what it is.
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .diagnostics import Diagnostic, RecipeError, Span
@@ -31,33 +29,6 @@ def __getattr__(name: str):
 def parse(text: str, filename: str = "<recipe>", overrides=()) -> Recipe:
     """Parse and validate recipe text (no model needed); raise RecipeError with
     every mistake. `overrides` are `key=value` strings, as `--set` takes them."""
-    with _collector_paused():
-        return _parse(text, filename, overrides)
-
-
-_first_parse_frozen = False
-
-
-@contextmanager
-def _collector_paused():
-    """The first parse imports the parser and Pydantic and builds the recipe's models:
-    many objects that live as long as the process, which the cyclic collector would
-    walk again and again (a fifth of `ftr check --syntax`). A parse is bounded work, so
-    the collector waits for its end, and what the first one made is moved out of its way."""
-    global _first_parse_frozen
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if not _first_parse_frozen:
-            gc.freeze()
-            _first_parse_frozen = True
-        if enabled:
-            gc.enable()
-
-
-def _parse(text: str, filename: str, overrides) -> Recipe:
     from .syntax import parse_document
 
     document = parse_document(text, filename)  # a syntax error is reported before Pydantic is loaded
