@@ -1,7 +1,7 @@
 # Two commands from nothing but Python >= 3.10: `make demo` (the digits transfer demo)
 # and `make test` (the test suite, what CI runs). Both build the project-local .venv
 # first; it is reinstalled only when pyproject.toml changes. `make demo-detection` runs
-# the detection transfer demo in the same way.
+# the detection transfer demo in the same way, `make demo-text` the text one.
 #
 #   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu   # the CPU-only torch build
 #   make test TORCH='torch torchvision'                          # any version pip finds
@@ -17,13 +17,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo demo-detection test test-heavy venv clean-venv
+.PHONY: demo demo-detection demo-text test test-heavy venv clean-venv
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash recipes/digits/demo.sh
 
 demo-detection: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash recipes/detection/demo.sh
+
+demo-text: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash recipes/text/demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
