@@ -271,6 +271,7 @@ class Trainer:
                 self.train_loader.generator,
                 self.device,
                 self._autocast,
+                self.task,
             )
         return self.cached.train, self.cached.val, self.head
 

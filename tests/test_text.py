@@ -71,6 +71,7 @@ def folder(tmp_path_factory):
             shutil.copy(file, light / file.name)
     for kind in ("bert", "distilbert", "roberta", "gpt2"):
         tiny(root / "models" / kind, kind)
+    tiny(root / "models" / "steady", "bert", dropout=0.0)
     write_texts(root / "train.csv", 48, seed=1)
     return root
 
@@ -252,3 +253,24 @@ def test_check_syntax_of_a_text_recipe_imports_no_transformers(folder):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+PROBE = recipe(Path("models/steady"), "train.csv", "x").replace("  at epoch 2 unfreeze rest\n", "")
+
+
+def test_a_probe_of_an_encoder_without_dropout_trains_on_cached_features(folder, capsys, monkeypatch):
+    """Only the head trains and nothing draws random numbers: the features are computed
+    once, and ftr run (cached and not) and the script (cached) give the same numbers."""
+    monkeypatch.chdir(folder)
+    path = write_recipe(folder, PROBE, "probe.ftr")
+    plan = resolve(_parse(PROBE))
+    assert [p.cache for p in plan.phases] == [True] and plan.cache_blockers == []
+    dropped = resolve(_parse(PROBE.replace("models/steady", "models/bert")))
+    assert "draw random numbers in train mode" in dropped.cache_blockers[0]
+    run_ok(capsys, path, folder / "probe-cached")
+    run_ok(capsys, path, folder / "probe-plain", "--set", "train.cache=false")
+    assert_rows_close(metrics(folder / "probe-cached"), metrics(folder / "probe-plain"), rel=1e-5)
+    compile_to(capsys, path, folder / "probe.py")
+    assert "class FeatureCache" in (folder / "probe.py").read_text()
+    script_ok(capsys, folder / "probe.py", folder / "probe-script")
+    assert_rows_close(metrics(folder / "probe-script"), metrics(folder / "probe-cached"), rel=1e-5)

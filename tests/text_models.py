@@ -45,8 +45,9 @@ def _bpe(folder: Path, kind: str):
     return transformers.RobertaTokenizerFast(tokenizer_object=bpe)
 
 
-def tiny(folder: Path, kind: str) -> Path:
-    """A 2-layer model of `kind` (bert, distilbert, roberta, gpt2) saved with its tokenizer."""
+def tiny(folder: Path, kind: str, dropout: float | None = None) -> Path:
+    """A 2-layer model of `kind` (bert, distilbert, roberta, gpt2) saved with its tokenizer;
+    `dropout` sets a BERT's hidden and attention dropout (its default: 0.1)."""
     import torch
     import transformers
 
@@ -58,7 +59,12 @@ def tiny(folder: Path, kind: str) -> Path:
     vocab = len(tokenizer)
     configs = {
         "bert": lambda: transformers.BertConfig(
-            vocab_size=vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+            vocab_size=vocab,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            **({} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}),
         ),
         "distilbert": lambda: transformers.DistilBertConfig(
             vocab_size=vocab, dim=16, n_layers=2, n_heads=2, hidden_dim=32
