@@ -49,7 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
-ARMS = ("plain", "trainer", "trainer grouped", "ftr run")
+ARMS = ("plain", "trainer", "trainer grouped", "ftr run", "ftr run grouped")
 IMPORTS = {
     "import torch": "import torch",
     "import transformers, tokenizers": "import transformers, tokenizers",
@@ -238,7 +238,7 @@ def write_tiny_val(data: Path, path: Path) -> int:
     return len(first)
 
 
-def bench_recipe(config: dict, classes: int) -> str:
+def bench_recipe(config: dict, classes: int, grouped: bool) -> str:
     return f"""\
 recipe "bench-text"
 seed {SEED}
@@ -255,6 +255,7 @@ data {{
   train csv("{Path(config["data"]) / "train.csv"}", text="text", label="label")
   max_length {config["max_length"]}
   batch_size {config["batch_size"]}
+  group_by_length {"true" if grouped else "false"}
 }}
 
 train {{
@@ -270,17 +271,18 @@ def first_error(done: subprocess.CompletedProcess) -> str:
     return next((line.strip() for line in lines if "error" in line.lower()), lines[-1])
 
 
-def ftr_arm(recipe: Path | None, work: Path, config: dict) -> dict:
-    """The run's epoch, or {"skipped": why}."""
+def ftr_arm(recipe: Path | None, work: Path, config: dict, grouped: bool = False) -> dict:
+    """The run's epoch, or {"skipped": why}; `grouped`: with group_by_length."""
     data = Path(config["data"])
     classes = write_tiny_val(data, work / "tiny_val.csv")
     if recipe is None:
         recipe, overrides = work / "bench.ftr", []
-        recipe.write_text(bench_recipe(config, classes))
+        recipe.write_text(bench_recipe(config, classes, grouped))
     elif not recipe.exists():
         return {"skipped": f"{recipe} does not exist yet"}
     else:
         overrides = ftr_overrides(data, work / "tiny_val.csv", config, classes)
+        overrides[overrides.index("data.group_by_length=false")] = f"data.group_by_length={str(grouped).lower()}"
     command = [sys.executable, "-m", "recipe_lang.cli", "run", str(recipe), "--out", str(work / "ftr")]
     command += ["--overwrite", "--quiet", "--device", "cpu", *overrides]
     done = subprocess.run(command, cwd=ROOT, env=arm_env(config["threads"]), capture_output=True, text=True)
@@ -367,8 +369,8 @@ def bench(args, data: Path, work: Path) -> None:
         for name in ARMS:
             if results[name] and "skipped" in results[name][0]:
                 continue  # a skipped arm stays skipped
-            if name == "ftr run":
-                result = ftr_arm(args.recipe, work, config)
+            if name.startswith("ftr run"):
+                result = ftr_arm(args.recipe, work, config, grouped=name.endswith("grouped"))
             else:
                 result = python_arm(name, config)
             results[name].append(result)
