@@ -12,15 +12,16 @@ from torch.utils.data import Subset
 from recipe_lang.resolve import architectures, encoders
 
 from ..data import Datasets, split_indices
-from ..metrics import Evaluation
 from ..model import load_file_weights, load_run_weights
+from . import classification
 from .text_data import pad_batch, read_source
 
 
-class Task:
+class Task(classification.Task):
+    """Classification's loss and evaluation, over batches of token ids."""
+
     def __init__(self, plan):
-        self.plan = plan
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=plan.train.label_smoothing)
+        super().__init__(plan)
         self.tokenizer = encoders.tokenizer(plan.backbone)
         self.collate = partial(pad_batch, pad_id=self.tokenizer.pad_token_id)
 
@@ -56,20 +57,3 @@ class Task:
         if isinstance(inputs, dict):
             return {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
         return inputs.to(device), labels.to(device)
-
-    def count(self, labels: torch.Tensor) -> int:
-        return len(labels)
-
-    def loss(self, forward, inputs, labels: torch.Tensor) -> torch.Tensor:
-        return self.criterion(forward(inputs), labels)
-
-    def evaluation(self, classes: list[str]) -> Evaluation:
-        return Evaluation(self.plan.evaluate.metric_keys, len(classes))
-
-    def evaluate_batch(self, model, forward, inputs, labels, evaluation: Evaluation, autocast) -> float:
-        with autocast():
-            logits = forward(inputs)
-        logits = logits.float()
-        loss = nn.functional.cross_entropy(logits, labels)
-        evaluation.update(logits, labels, loss.item() * len(labels))
-        return loss.item()

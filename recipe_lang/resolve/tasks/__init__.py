@@ -10,3 +10,19 @@ import importlib
 
 def task_resolver(task: str, resolution):
     return importlib.import_module(f"{__name__}.{task}").TaskResolver(resolution)
+
+
+def train_classes(resolver, val_hint: str) -> list[str] | None:
+    """The train source's classes (None when unreadable: reported), after checking that
+    a val source other than a split has the same ones. `resolver` is a TaskResolver:
+    its `source_classes(source, loc)` reads a source, its `res` reports."""
+    from .. import data_check
+
+    data = resolver.res.recipe.data
+    train = resolver.source_classes(data.train, ("data", "train"))
+    if data.val is not None and data.val.kind != "split":
+        val = resolver.source_classes(data.val, ("data", "val"))
+        difference = data_check.class_difference(train, val, val_hint) if train and val else None
+        if difference:
+            resolver.res.report(difference, "data", "val")
+    return train

@@ -14,6 +14,7 @@ from ..architectures import ClassifierSpot
 from ..plan import IMAGENET, Classifier, Preprocess, ResolvedWeights
 from ..problem import Problem
 from ..selectors import ModelIndex
+from . import train_classes
 
 
 class TorchvisionBackbone:
@@ -139,14 +140,7 @@ class TaskResolver:
             self.res.report(problem, *loc)
 
     def data_classes(self, classifier: Classifier) -> list[str] | None:
-        data = self.res.recipe.data
-        train = self.source_classes(data.train, ("data", "train"))
-        if data.val is not None and data.val.kind != "split":
-            val = self.source_classes(data.val, ("data", "val"))
-            if train is not None and val is not None:
-                difference = data_check.class_difference(train, val, "both must hold the same class folders or labels")
-                if difference:
-                    self.res.report(difference, "data", "val")
+        train = train_classes(self, "both must hold the same class folders or labels")
         if train is None:
             return None
         head = self.res.recipe.model.head

@@ -12,6 +12,7 @@ from ..annotations import read_coco, read_voc, voc_classes_of
 from ..plan import Classifier, Preprocess, ResolvedWeights
 from ..problem import Problem
 from ..selectors import ModelIndex
+from . import train_classes
 
 CACHE_BLOCKER = "a detector trains on whole images and their boxes, never on cached features"
 
@@ -76,15 +77,7 @@ class TaskResolver:
         )
 
     def data_classes(self, classifier: Classifier) -> list[str] | None:
-        data = self.res.recipe.data
-        train = self.source_classes(data.train, ("data", "train"))
-        if data.val is not None and data.val.kind != "split":
-            val = self.source_classes(data.val, ("data", "val"))
-            if train is not None and val is not None:
-                hint = "give both the same classes=[...] (voc), or the same categories (coco)"
-                difference = data_check.class_difference(train, val, hint)
-                if difference:
-                    self.res.report(difference, "data", "val")
+        train = train_classes(self, "give both the same classes=[...] (voc), or the same categories (coco)")
         if train is None:
             return None
         mismatch = data_check.count_mismatch(train, self.res.recipe.model.head.classes)

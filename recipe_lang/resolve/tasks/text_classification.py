@@ -10,6 +10,7 @@ from .. import architectures, data_check, encoders, texts
 from ..plan import Classifier, Preprocess, ResolvedWeights
 from ..problem import Problem
 from ..selectors import ModelIndex
+from . import train_classes
 
 NO_PREPROCESS = Preprocess(train=[], eval=[], mean=None, std=None)
 # tokenizers that know no limit report this sentinel (transformers' VERY_LARGE_INTEGER)
@@ -83,14 +84,7 @@ class TaskResolver:
         return Classifier(path="head", in_features=self.width, out_features=head.classes, adapter="none", replaced=True)
 
     def data_classes(self, classifier: Classifier) -> list[str] | None:
-        data = self.res.recipe.data
-        train = self.source_classes(data.train, ("data", "train"))
-        if data.val is not None and data.val.kind != "split":
-            val = self.source_classes(data.val, ("data", "val"))
-            if train is not None and val is not None:
-                difference = data_check.class_difference(train, val, "both must hold the same labels")
-                if difference:
-                    self.res.report(difference, "data", "val")
+        train = train_classes(self, "both must hold the same labels")
         if train is None:
             return None
         mismatch = data_check.count_mismatch(train, self.res.recipe.model.head.classes)
