@@ -281,8 +281,9 @@ class Ran:
     err: str
 
 
-# the four largest models, about half the parity time: `make test-heavy` runs them, CI does not
-HEAVY = {"pets_resnet50", "convnext_tiny_discriminative", "vit_b16_probe", "vgg11_file_weights"}
+# the four largest models, about half the parity time, and the timm case (tests/test_timm.py holds
+# a smaller script parity of its own): `make test-heavy` runs them, CI does not
+HEAVY = {"pets_resnet50", "convnext_tiny_discriminative", "vit_b16_probe", "vgg11_file_weights", "timm_convnext_tiny"}
 
 
 @pytest.fixture(
