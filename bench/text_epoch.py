@@ -122,7 +122,8 @@ def pad_batch(examples: list[dict], pad_id: int) -> dict:
     return batch
 
 
-def plain_arm(config: dict) -> dict:
+def arm_setup(config: dict) -> tuple[list[dict], float, object, float]:
+    """(examples, tokenize seconds, model, load seconds): what every Python arm starts from."""
     import torch
 
     torch.set_num_threads(config["threads"])
@@ -130,7 +131,13 @@ def plain_arm(config: dict) -> dict:
     began = time.perf_counter()
     torch.manual_seed(SEED)
     model = mean_pool_classifier(Path(config["model"]), len({e["labels"] for e in examples}))
-    load_s = time.perf_counter() - began
+    return examples, tokenize_s, model, time.perf_counter() - began
+
+
+def plain_arm(config: dict) -> dict:
+    import torch
+
+    examples, tokenize_s, model, load_s = arm_setup(config)
     pad_id = model.encoder.config.pad_token_id or 0
     loader = torch.utils.data.DataLoader(
         examples,
@@ -154,15 +161,9 @@ def plain_arm(config: dict) -> dict:
 
 
 def trainer_arm(config: dict, grouped: bool) -> dict:
-    import torch
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 
-    torch.set_num_threads(config["threads"])
-    examples, tokenize_s = encoded_examples(config)
-    began = time.perf_counter()
-    torch.manual_seed(SEED)
-    model = mean_pool_classifier(Path(config["model"]), len({e["labels"] for e in examples}))
-    load_s = time.perf_counter() - began
+    examples, tokenize_s, model, load_s = arm_setup(config)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .diagnostics import Diagnostic, RecipeError, did_you_mean
 from .recipe import Recipe
-from .tasks import DETECTION, task_diagnostics
+from .tasks import PRESETS, task_diagnostics
 from .validation_errors import span_for
 
 RESERVED_GROUPS = ("head", "rest", "backbone", "all")
@@ -151,7 +151,7 @@ def _validation(recipe: Recipe):
 
 def _presets(recipe: Recipe):
     kind = recipe.model.weights.kind
-    if kind in ("default", "enum") or recipe.task == DETECTION:  # detection takes no preset: tasks.py says so
+    if kind in ("default", "enum") or recipe.task not in PRESETS:  # elsewhere tasks.py refuses the preset itself
         return
     data = recipe.data
     uses = [("eval_transforms", data.eval_transforms == "weights"), ("normalize", data.normalize == "weights")]

@@ -18,6 +18,7 @@ CHECKED_TASKS = (CLASSIFICATION, DETECTION, TEXT)
 
 LABELS = (CLASSIFICATION, TEXT)  # one label out of a head on a vector
 IMAGES = (CLASSIFICATION, DETECTION)
+PRESETS = (CLASSIFICATION,)  # the tasks whose inputs may follow the weights' preset (`... weights`)
 
 HEAD_TASK = {"linear": LABELS, "mlp": LABELS, "detection": (DETECTION,)}
 SOURCE_TASK = {
@@ -48,7 +49,7 @@ STATEMENT_TASK = {
     ("model", "min_size"): (DETECTION,),
     ("model", "max_size"): (DETECTION,),
     ("model", "pool"): (TEXT,),
-    ("data", "normalize"): (CLASSIFICATION,),
+    ("data", "normalize"): PRESETS,
     ("data", "train_transforms"): IMAGES,
     ("data", "eval_transforms"): IMAGES,
     ("data", "skip_bad_images"): IMAGES,
@@ -169,7 +170,7 @@ def _transforms(recipe: Recipe):
             yield _foreign(recipe, f"transform {transform.kind}", owner, span, "transform")
     if recipe.data.eval_transforms == "weights":
         span = _keyword_at(recipe, "data", "eval_transforms")
-        yield _foreign(recipe, "eval_transforms weights", (CLASSIFICATION,), span, "eval_transforms weights")
+        yield _foreign(recipe, "eval_transforms weights", PRESETS, span, "eval_transforms weights")
 
 
 def _statements(recipe: Recipe):

@@ -14,7 +14,6 @@ in a hidden folder of the run folder, mapped into memory, removed at the end.
 from __future__ import annotations
 
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +43,9 @@ class FeatureCache:
         self.limit = MEMORY_LIMIT if limit is None else limit
         self.files: list[Path] = []
 
-    def span(
-        self, first, model, head_path, data, spec, generator, device, autocast=nullcontext, task=None
-    ) -> CachedSpan:
-        """Features of the train and val sets, and their loaders for the span starting at `first`.
-        `task` (runtime.tasks) collates and moves batches of inputs other than images."""
+    def span(self, first, model, head_path, data, spec, generator, device, autocast, task) -> CachedSpan:
+        """Features of the train and val sets, and their loaders for the span starting at `first`;
+        `task` (runtime.tasks) collates and moves the batches."""
         self.close()
         train_set = self.features(model, head_path, data.train, spec, device, autocast, task)
         train = _loader(train_set, spec.batch_size, generator)
@@ -58,16 +55,15 @@ class FeatureCache:
             val = _loader(val_set, spec.eval_batch_size or spec.batch_size, None)
         return CachedSpan(first, train, val)
 
-    def features(self, model: nn.Module, head_path: str, dataset, spec, device, autocast, task=None) -> TensorDataset:
+    def features(self, model: nn.Module, head_path: str, dataset, spec, device, autocast, task) -> TensorDataset:
         """(inputs of the head, labels) for every item of dataset, in order."""
         extra = dict(num_workers=spec.workers, worker_init_fn=seed_worker) if spec.workers else {}
         extra |= dict(
             batch_size=spec.eval_batch_size or spec.batch_size,
             generator=torch.Generator(),  # draws nothing from the global generator
         )
-        collate = getattr(task, "collate", None)
-        if collate is not None:
-            loader = DataLoader(dataset, collate_fn=collate, **extra)
+        if task.collate is not None:
+            loader = DataLoader(dataset, collate_fn=task.collate, **extra)
         else:
             loader = CheckedLoader(dataset, skip=False, skipped=Skipped(), **extra)
         captured = []
@@ -85,7 +81,7 @@ class FeatureCache:
                 for inputs, targets in loader:
                     with autocast():
                         try:
-                            model(_on(device, inputs, targets, task))
+                            model(task.to_device((inputs, targets), device, torch.contiguous_format)[0])
                         except _Captured:
                             pass
                     batch = captured.pop().detach().cpu()
@@ -117,12 +113,6 @@ class FeatureCache:
         for path in self.files:
             path.unlink(missing_ok=True)
         self.files = []
-
-
-def _on(device, inputs, targets, task):
-    if task is None:
-        return inputs.to(device)
-    return task.to_device((inputs, targets), device, torch.contiguous_format)[0]
 
 
 def _loader(dataset: TensorDataset, batch_size: int, generator: torch.Generator | None) -> DataLoader:

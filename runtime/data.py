@@ -503,8 +503,8 @@ def loaders(
         return train, val
     generator = torch.Generator().manual_seed(seed)
     order = {"shuffle": True}
-    if getattr(spec, "group_by_length", False):
-        from .tasks.text_data import LengthGrouped
+    if spec.group_by_length:
+        from .length_grouped import LengthGrouped
 
         order = {"sampler": LengthGrouped([len(item[0]) for item in data.train], spec.batch_size, generator)}
     train = make(data.train, batch_size=spec.batch_size, generator=generator, **order, **extra)

@@ -23,7 +23,8 @@ import recipe_lang
 from recipe_lang.diagnostics import RecipeError
 from recipe_lang.resolve import encoders
 from recipe_lang.resolve.resolver import resolve
-from runtime.tasks.text_data import LengthGrouped, pad_batch
+from runtime.length_grouped import LengthGrouped
+from runtime.tasks.text_data import pad_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,7 +7,7 @@ import importlib.util
 
 from torch import nn
 
-from .. import data_check, detectors
+from .. import detectors
 from ..annotations import read_coco, read_voc, voc_classes_of
 from ..plan import Classifier, Preprocess, ResolvedWeights
 from ..problem import Problem
@@ -77,13 +77,11 @@ class TaskResolver:
         )
 
     def data_classes(self, classifier: Classifier) -> list[str] | None:
-        train = train_classes(self, "give both the same classes=[...] (voc), or the same categories (coco)")
-        if train is None:
-            return None
-        mismatch = data_check.count_mismatch(train, self.res.recipe.model.head.classes)
-        if mismatch:
-            self.res.report(mismatch, "model", "head", "classes")
-        return train
+        return train_classes(
+            self,
+            "give both the same classes=[...] (voc), or the same categories (coco)",
+            self.res.recipe.model.head.classes,
+        )
 
     def source_classes(self, source, loc: tuple) -> list[str] | None:
         if source.kind == "voc":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .. import architectures, data_check, encoders, texts
+from .. import architectures, encoders, texts
 from ..plan import Classifier, Preprocess, ResolvedWeights
 from ..problem import Problem
 from ..selectors import ModelIndex
@@ -78,19 +78,12 @@ class TaskResolver:
                 "backbone",
             )
             return None
-        with_meta = next(model.parameters()).device
-        module = architectures.new_head(head, self.width, "none").to(with_meta)
-        model.head = module
+        device = next(model.parameters()).device  # meta, as the encoder
+        model.head = architectures.new_head(head, self.width, "none").to(device)
         return Classifier(path="head", in_features=self.width, out_features=head.classes, adapter="none", replaced=True)
 
     def data_classes(self, classifier: Classifier) -> list[str] | None:
-        train = train_classes(self, "both must hold the same labels")
-        if train is None:
-            return None
-        mismatch = data_check.count_mismatch(train, self.res.recipe.model.head.classes)
-        if mismatch:
-            self.res.report(mismatch, "model", "head", "classes")
-        return train
+        return train_classes(self, "both must hold the same labels", self.res.recipe.model.head.classes)
 
     def source_classes(self, source, loc: tuple) -> list[str] | None:
         read = self.res.attempt(loc, texts.read, source)

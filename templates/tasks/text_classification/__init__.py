@@ -34,12 +34,14 @@ def context(plan: Plan, model: nn.Module) -> dict:
         "per_class": False,
         "dict_inputs": True,
     }
-    task["imports"] = imports(kinds) + (["from torch.utils.data import Sampler"] if plan.data.group_by_length else [])
+    task["imports"] = imports(kinds, plan.data.group_by_length)
     return task
 
 
-def imports(kinds: set[str]) -> list[str]:
+def imports(kinds: set[str], grouped: bool) -> list[str]:
     statements = ["import transformers", "from torch.utils.data import Dataset"]
+    if grouped:
+        statements.append("from torch.utils.data import Sampler")
     if "csv" in kinds:
         statements.append("import csv")
     if "jsonl" in kinds:
