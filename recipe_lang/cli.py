@@ -116,6 +116,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(run=_compare)
 
+    predict = commands.add_parser("predict", help="a trained run's predictions on new images or texts")
+    predict.add_argument("run_folder", metavar="RUN", help="a run folder (ftr run's or a compiled script's)")
+    predict.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files or folders; text: files of lines, CSV or JSON lines"
+    )
+    _add_model_choice(predict)
+    predict.add_argument("--top", type=_positive, metavar="K", help="labels per input (default 1); detection: boxes")
+    predict.add_argument("--format", choices=("csv", "jsonl"), default="csv", dest="fmt")
+    predict.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
+    predict.add_argument("--column", metavar="NAME", help="text: the CSV column or JSON key (default: the recipe's)")
+    predict.add_argument(
+        "--threshold", type=float, metavar="P", help="detection: the lowest score reported (default 0.5)"
+    )
+    predict.add_argument("--batch-size", type=_positive, default=32, metavar="N")
+    predict.add_argument("--device", metavar="DEVICE", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    predict.set_defaults(run=_predict)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
 
@@ -132,6 +149,25 @@ def _processes(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"a number of processes is a whole number >= 1, not '{text}'")
     return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1, not '{text}'")
+    return value
+
+
+def _add_model_choice(parser) -> None:
+    parser.add_argument(
+        "--model",
+        choices=("best", "final"),
+        dest="which",
+        help="best.pt or model.pt (default: best.pt when the run kept one)",
+    )
 
 
 def _add_set(parser):
@@ -328,6 +364,61 @@ def _compare(args) -> int:
         print(f"ftr compare: error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _open_run(args, command: str):
+    """The trained run of args.run_folder, or None after printing why not."""
+    from runtime.trained import RunOpenError, open_run
+
+    if args.device:
+        from runtime.device import device_error
+
+        problem = device_error(args.device)
+        if problem:
+            print(f"ftr {command}: error: {problem}", file=sys.stderr)
+            return None
+    try:
+        return open_run(args.run_folder, args.which)
+    except RunOpenError as error:
+        print(f"ftr {command}: error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"  help: {error.hint}", file=sys.stderr)
+        return None
+
+
+def _predict(args) -> int:
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        print(f"ftr predict: error: --threshold is a score between 0 and 1, not {args.threshold}", file=sys.stderr)
+        return 2
+    run = _open_run(args, "predict")
+    if run is None:
+        return 1
+    from runtime.predict import PredictOptions, predict
+
+    options = PredictOptions(
+        top=args.top,
+        fmt=args.fmt,
+        output=args.output,
+        batch_size=args.batch_size,
+        device=args.device,
+        column=args.column,
+        threshold=args.threshold,
+        progress=sys.stderr.isatty(),
+    )
+    try:
+        summary = predict(run, args.inputs, options)
+    except OSError as error:
+        print(f"ftr predict: error: cannot write '{args.output}': {error.strerror or error}", file=sys.stderr)
+        return 1
+    for given, reason in summary.skipped.items():
+        print(f"ftr predict: skipped {given}: {reason}", file=sys.stderr)
+    skipped = f", skipped {len(summary.skipped)}" if summary.skipped else ""
+    print(
+        f"ftr predict: {summary.predicted} predicted with {run.model_file}{skipped}"
+        + (f"; wrote {args.output}" if args.output else ""),
+        file=sys.stderr,
+    )
+    return 1 if summary.predicted == 0 else 0
 
 
 def _schema(args) -> int:

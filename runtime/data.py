@@ -209,6 +209,21 @@ class CsvImages(Dataset):
         return self.loader(path), target
 
 
+class ImageFiles(Dataset):
+    """Image files to predict: items (PIL image, item index), an Unreadable in place of
+    the image that cannot be read."""
+
+    def __init__(self, files: list[str]):
+        self.files = files
+        self.loader = RgbLoader(mark=True)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index):
+        return self.loader(self.files[index]), index
+
+
 class SyntheticImages(Dataset):
     """`count` random RGB images of size x size; item i has class i % classes.
 

@@ -73,6 +73,15 @@ def weights_kwargs(name: str, enum: str) -> dict:
     return {"image_size": torchvision.models.get_weight(enum).meta["min_size"][0]}
 
 
+def pretrained_kwargs(name: str, enum: str) -> dict:
+    """What torchvision's builder sets itself when given `enum`: built with weights=None
+    and these, a model has the architecture and forward of the pretrained one."""
+    kwargs = {"num_classes": len(torchvision.models.get_weight(enum).meta["categories"])}
+    if name in ("googlenet", "inception_v3"):
+        kwargs["transform_input"] = True
+    return kwargs | weights_kwargs(name, enum)
+
+
 def build(name: str, device="meta", keep_aux: bool = False, kwargs: dict | None = None) -> nn.Module:
     """builder(weights=None, **builder_kwargs(name), **kwargs) on `device`, without
     its auxiliary heads unless keep_aux; on "meta" it takes no memory for weights."""

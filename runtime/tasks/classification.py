@@ -8,7 +8,8 @@ from torch import nn
 
 from recipe_lang.resolve import architectures, timm_models
 
-from ..data import Datasets, datasets
+from ..data import Datasets, ImageFiles, Transformed, collate_skipping, datasets, pipeline, transforms_of
+from ..inputs import Inputs, image_files
 from ..metrics import Evaluation
 from ..model import load_file_weights, load_run_weights
 
@@ -28,12 +29,25 @@ class Task:
         model = timm_backbone(plan) if plan.library == "timm" else torchvision_backbone(plan)
         if plan.weights.spec.kind == "file":
             load_file_weights(model, plan)
-        if plan.head is not None:
-            module = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
-            architectures.replace_module(model, plan.classifier.path, module)
+        self._attach_head(model)
         if plan.weights.spec.kind == "run":  # after the head, whose init still spends the seed
             load_run_weights(model, plan)
         return model
+
+    def trained_model(self, state: dict) -> nn.Module:
+        """The architecture the run trained (built as with its weights, without reading
+        them), holding the run's state: what predict, evaluate and export use."""
+        plan = self.plan
+        model = timm_backbone(plan, False) if plan.library == "timm" else torchvision_backbone(plan, False)
+        self._attach_head(model)
+        model.load_state_dict(state)
+        return model
+
+    def _attach_head(self, model: nn.Module) -> None:
+        plan = self.plan
+        if plan.head is not None:
+            module = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
+            architectures.replace_module(model, plan.classifier.path, module)
 
     def datasets(self) -> Datasets:
         return datasets(self.plan)
@@ -62,17 +76,52 @@ class Task:
         evaluation.update(logits, labels, loss.item() * len(labels))
         return loss.item()
 
+    # --- prediction ------------------------------------------------------------
 
-def torchvision_backbone(plan) -> nn.Module:
-    """The builder with its weights enum member, without auxiliary classifiers."""
-    enum = torchvision.models.get_weight(plan.weights.enum) if plan.weights.enum else None
-    model = torchvision.models.get_model_builder(plan.backbone)(weights=enum, **plan.builder_kwargs)
+    prediction_collate = staticmethod(collate_skipping)
+    default_top = 1  # labels per input
+
+    def prediction_inputs(self, inputs: list[str], column: str | None) -> Inputs:
+        return image_files(inputs)
+
+    def prediction_dataset(self, found: Inputs):
+        """Items (image through the run's eval pipeline, item index), or Unreadable."""
+        pre = self.plan.preprocess
+        return Transformed(ImageFiles(found.items), pipeline(transforms_of(pre.eval), pre.mean, pre.std))
+
+    def predict_batch(self, model, batch, device: torch.device, top: int) -> tuple[list[int], list]:
+        """(item indices, per item its `top` (class index, probability) pairs, best first)."""
+        inputs, index = self.to_device(batch, device, torch.contiguous_format)
+        probabilities = model(inputs).float().softmax(1)
+        scores, labels = probabilities.topk(min(top, probabilities.shape[1]), 1)
+        return index.tolist(), [
+            list(zip(c.tolist(), s.tolist(), strict=True)) for c, s in zip(labels, scores, strict=True)
+        ]
+
+    def prediction_rows(self, name: str, prediction: list, classes: list[str]) -> list[dict]:
+        """One row: input, label, score, then label_2, score_2, ... for --top."""
+        row = {"input": name}
+        for rank, (label, score) in enumerate(prediction, 1):
+            suffix = "" if rank == 1 else f"_{rank}"
+            row[f"label{suffix}"], row[f"score{suffix}"] = classes[label], score
+        return [row]
+
+
+def torchvision_backbone(plan, load: bool = True) -> nn.Module:
+    """The builder with its weights enum member, without auxiliary classifiers; with
+    load=False, the same architecture (what the builder sets for those weights) unread."""
+    if plan.weights.enum and not load:
+        kwargs = architectures.pretrained_kwargs(plan.backbone, plan.weights.enum)
+        model = torchvision.models.get_model_builder(plan.backbone)(weights=None, **plan.builder_kwargs, **kwargs)
+    else:
+        enum = torchvision.models.get_weight(plan.weights.enum) if plan.weights.enum else None
+        model = torchvision.models.get_model_builder(plan.backbone)(weights=enum, **plan.builder_kwargs)
     architectures.drop_aux_heads(model)
     return model
 
 
-def timm_backbone(plan) -> nn.Module:
+def timm_backbone(plan, load: bool = True) -> nn.Module:
     """timm.create_model under the plan's name; with weights default, timm loads the pinned
     pretrained weights (downloading them from the Hugging Face hub unless cached)."""
     name = timm_models.created_name(plan)
-    return timm_models.timm().create_model(name, pretrained=plan.weights.enum is not None)
+    return timm_models.timm().create_model(name, pretrained=load and plan.weights.enum is not None)

@@ -15,8 +15,16 @@ from torch import nn
 from recipe_lang.resolve import detectors
 
 from ..data import Datasets, RgbLoader, split_indices
+from ..inputs import Inputs, image_files
 from ..model import load_file_weights, load_run_weights
-from .detection_data import CocoDetection, TransformedDetection, VocDetection, collate_detection, detection_pipeline
+from .detection_data import (
+    CocoDetection,
+    ImagesToDetect,
+    TransformedDetection,
+    VocDetection,
+    collate_detection,
+    detection_pipeline,
+)
 from .detection_map import DetectionEvaluation
 
 
@@ -34,17 +42,33 @@ class Task:
         class-dependent layers (draw again); a run's weights replace everything last."""
         plan = self.plan
         kind = plan.weights.spec.kind
-        model = detectors.build(plan.backbone, kind != "none", plan.builder_kwargs)
+        model = self._detector()
         if plan.weights.enum:
             weights = torchvision.models.get_weight(plan.weights.enum)
             model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
         if kind == "file":
             load_file_weights(model, plan)
-        module = detectors.new_predictor(model, plan.backbone, plan.head.classes)
-        detectors.replace_predictor(model, plan.backbone, module, plan.head.classes)
+        self._attach_predictor(model)
         if kind == "run":
             load_run_weights(model, plan)
         return model
+
+    def trained_model(self, state: dict) -> nn.Module:
+        """The detector the run trained (frozen BatchNorm where its weights put it), holding
+        the run's state: what predict, evaluate and export use."""
+        model = self._detector()
+        self._attach_predictor(model)
+        model.load_state_dict(state)
+        return model
+
+    def _detector(self) -> nn.Module:
+        plan = self.plan
+        return detectors.build(plan.backbone, plan.weights.spec.kind != "none", plan.builder_kwargs)
+
+    def _attach_predictor(self, model: nn.Module) -> None:
+        plan = self.plan
+        module = detectors.new_predictor(model, plan.backbone, plan.head.classes)
+        detectors.replace_predictor(model, plan.backbone, module, plan.head.classes)
 
     # --- data ------------------------------------------------------------------
 
@@ -121,6 +145,40 @@ class Task:
             finally:
                 model.eval()
         return float(sum(v.float() for v in losses.values()))
+
+    # --- prediction ------------------------------------------------------------
+
+    prediction_collate = staticmethod(collate_detection)
+    threshold = 0.5  # the lowest score of a box predict reports (ftr predict --threshold)
+    default_top = None  # boxes per image: all that pass the threshold
+
+    def prediction_inputs(self, inputs: list[str], column: str | None) -> Inputs:
+        return image_files(inputs)
+
+    def prediction_dataset(self, found: Inputs):
+        return ImagesToDetect(found.items, self.plan.preprocess.eval)
+
+    def predict_batch(self, model, batch, device: torch.device, top: int | None) -> tuple[list[int], list]:
+        """(item indices, per item its boxes [(class index, score, [x1, y1, x2, y2])], best
+        first, scored at least `threshold`, at most `top`), in the file's pixels."""
+        images, info = batch
+        detections = model([image.to(device) for image in images])
+        out = []
+        for found, meta in zip(detections, info, strict=True):
+            sx, sy = meta["scale"]
+            boxes = found["boxes"].float().cpu() * torch.tensor([sx, sy, sx, sy])
+            labels = (found["labels"].cpu() + self.shift - 1).tolist()  # 0..N-1: an index into classes
+            scores = found["scores"].float().cpu().tolist()
+            kept = [(c, s, b) for c, s, b in zip(labels, scores, boxes.tolist(), strict=True) if s >= self.threshold]
+            out.append(kept[:top] if top else kept)
+        return [meta["index"] for meta in info], out
+
+    def prediction_rows(self, name: str, prediction: list, classes: list[str]) -> list[dict]:
+        """A row per box: input, label, score, x1, y1, x2, y2."""
+        return [
+            {"input": name, "label": classes[c], "score": s, **dict(zip(("x1", "y1", "x2", "y2"), box, strict=True))}
+            for c, s, box in prediction
+        ]
 
 
 class Evaluation:

@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 
 from recipe_lang.resolve.annotations import VocRecord, read_coco, read_voc, voc_classes_of
 from recipe_lang.resolve.problem import Problem
-from runtime.data import Batch, Unreadable, transforms_of
+from runtime.data import Batch, RgbLoader, Unreadable, transforms_of
 
 FLAGS = ("difficult", "crowd")
 
@@ -168,6 +168,30 @@ class TransformedDetection(Dataset):
         if isinstance(image, Unreadable):
             return image
         return self.transform(image, target)
+
+
+class ImagesToDetect(Dataset):
+    """Image files to predict: items (image through the eval transforms, {index, scale}),
+    scale being (original / transformed) width and height, which takes the detector's
+    boxes back to the file's pixels; an Unreadable in place of an unreadable file."""
+
+    def __init__(self, files: list[str], steps: list):
+        self.files = files
+        self.loader = RgbLoader(mark=True)
+        self.transform = v2.Compose(
+            [v2.ToImage(), *transforms_of(steps), v2.ToDtype(torch.float32, scale=True), v2.ToPureTensor()]
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        image = self.loader(self.files[index])
+        if isinstance(image, Unreadable):
+            return image
+        width, height = image.size
+        tensor = self.transform(image)
+        return tensor, {"index": index, "scale": (width / tensor.shape[-1], height / tensor.shape[-2])}
 
 
 def _unreadable(item) -> Unreadable | None:

@@ -12,9 +12,10 @@ from torch.utils.data import Subset
 from recipe_lang.resolve import architectures, encoders
 
 from ..data import Datasets, split_indices
+from ..inputs import Inputs, texts
 from ..model import load_file_weights, load_run_weights
 from . import classification
-from .text_data import pad_batch, read_source
+from .text_data import Tokenized, pad_batch, read_source
 
 
 class Task(classification.Task):
@@ -39,6 +40,14 @@ class Task(classification.Task):
             load_run_weights(model, plan)
         return model
 
+    def trained_model(self, state: dict) -> nn.Module:
+        """The encoder's architecture (its weights unread) and head, holding the run's state."""
+        plan = self.plan
+        head = architectures.new_head(plan.head, plan.classifier.in_features, "none")
+        model = encoders.TextClassifier(encoders.build(plan.backbone, "none"), head, plan.pool)
+        model.load_state_dict(state)
+        return model
+
     def datasets(self) -> Datasets:
         plan = self.plan
         data = plan.data
@@ -57,3 +66,20 @@ class Task(classification.Task):
         if isinstance(inputs, dict):
             return {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
         return inputs.to(device), labels.to(device)
+
+    # --- prediction (predict_batch and prediction_rows: classification's) ----------
+
+    @property
+    def prediction_collate(self):
+        return self.collate
+
+    def prediction_inputs(self, inputs: list[str], column: str | None) -> Inputs:
+        """Files of lines, or CSV / JSON-lines files read at `column` (default: the column
+        the run's train source names its texts by)."""
+        return texts(inputs, column or getattr(self.plan.data.train, "text", None) or "text")
+
+    def prediction_dataset(self, found: Inputs):
+        """Items (token ids, item index), tokenized as the run's data was."""
+        plan = self.plan
+        ids = self.tokenizer(found.items, truncation=plan.max_length is not None, max_length=plan.max_length)
+        return Tokenized(ids["input_ids"], list(range(len(found.items))))
