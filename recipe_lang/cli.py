@@ -12,6 +12,7 @@ import types
 # torch) itself, so that `ftr fmt` and `ftr check --syntax` load no more than they use.
 from . import __version__, load, read_source
 from .diagnostics import RecipeError, UsageError
+from .resolve.problem import Problem
 
 NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away from them)"
 
@@ -35,6 +36,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("ftr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ftr predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         if collecting:
             gc.enable()
@@ -132,6 +136,20 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive, default=32, metavar="N")
     predict.add_argument("--device", metavar="DEVICE", default="cpu", help="cpu (default), cuda, cuda:1, mps")
     predict.set_defaults(run=_predict)
+
+    evaluate = commands.add_parser("evaluate", help="a trained run's metrics, per class, on its val or other data")
+    evaluate.add_argument("run_folder", metavar="RUN", help="a run folder (ftr run's or a compiled script's)")
+    evaluate.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help="data as a recipe writes it ('imagefolder(\"data/test\")'), or a folder or file; default: the run's val",
+    )
+    _add_model_choice(evaluate)
+    evaluate.add_argument("-o", "--output", metavar="DIR", help="write metrics.json, per_class.csv, ... here")
+    evaluate.add_argument("--worst", type=_positive, default=10, metavar="N", help="mistakes listed (default 10)")
+    evaluate.add_argument("--device", metavar="DEVICE", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    evaluate.set_defaults(run=_evaluate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
@@ -419,6 +437,35 @@ def _predict(args) -> int:
         file=sys.stderr,
     )
     return 1 if summary.predicted == 0 else 0
+
+
+def _evaluate(args) -> int:
+    run = _open_run(args, "evaluate")
+    if run is None:
+        return 1
+    from runtime import evaluate
+    from runtime.evaluation_data import EvaluateError
+
+    try:
+        source = evaluate.data_source(run, args.source)
+        result = evaluate.evaluate(run, source, args.device, args.worst, progress=sys.stderr.isatty())
+        written = evaluate.write_folder(args.output, run, result) if args.output else []
+    except RecipeError as error:
+        return _report(error)
+    except EvaluateError as error:
+        print(f"ftr evaluate: error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"  help: {error.hint}", file=sys.stderr)
+        return 1
+    except (Problem, ValueError) as error:  # the data's own checks (runtime datasets)
+        print(f"ftr evaluate: error: {error}", file=sys.stderr)
+        return 1
+    print(evaluate.summary_text(run, result))
+    for path, reason in result.skipped.items():
+        print(f"ftr evaluate: skipped {path}: {reason}", file=sys.stderr)
+    if written:
+        print(f"ftr evaluate: wrote {', '.join(written)} in {args.output}", file=sys.stderr)
+    return 0
 
 
 def _schema(args) -> int:

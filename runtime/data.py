@@ -271,11 +271,11 @@ class Transformed(Dataset):
 
     @property
     def targets(self) -> list[int]:
-        targets = _targets(self.base)
+        targets = targets_of(self.base)
         return targets if self.indices is None else [targets[i] for i in self.indices]
 
 
-def _targets(dataset) -> list[int]:
+def targets_of(dataset) -> list[int]:
     """The class index of every item, without reading images where the dataset knows them."""
     for name in ("targets", "_labels", "labels"):
         targets = getattr(dataset, name, None)
@@ -288,7 +288,7 @@ def _at(root: str, path: str) -> str:
     return path if root in ("", ".") else os.path.join(root, path)
 
 
-def _source(source, root: str, train: bool, seed: int, mark: bool):
+def source_dataset(source, root: str, train: bool, seed: int, mark: bool):
     """(dataset of (PIL image, class index), class names) for a recipe source.
 
     `train` picks the training or test part of a torchvision dataset and the
@@ -388,13 +388,13 @@ def datasets(plan, root: str = ".") -> Datasets:
     mark = data.skip_bad_images or data.workers > 0
     train_tf = pipeline(transforms_of(pre.train), pre.mean, pre.std)
     eval_tf = pipeline(transforms_of(pre.eval), pre.mean, pre.std)
-    base, classes = _source(data.train, root, True, plan.seed, mark)
+    base, classes = source_dataset(data.train, root, True, plan.seed, mark)
     if data.val is None:
         return Datasets(Transformed(base, train_tf), None, classes)
     if data.val.kind == "split":
-        train_idx, val_idx = split_indices(_targets(base), data.val.fraction, plan.seed)
+        train_idx, val_idx = split_indices(targets_of(base), data.val.fraction, plan.seed)
         return Datasets(Transformed(base, train_tf, train_idx), Transformed(base, eval_tf, val_idx), classes)
-    val_base, val_classes = _source(data.val, root, False, plan.seed, mark)
+    val_base, val_classes = source_dataset(data.val, root, False, plan.seed, mark)
     if val_classes != classes:
         only_train = [c for c in classes if c not in val_classes]
         only_val = [c for c in val_classes if c not in classes]

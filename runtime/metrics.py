@@ -42,7 +42,7 @@ class Evaluation:
     tensor to all-reduce, and `unpack()` takes the reduced tensor back.
     """
 
-    def __init__(self, metric_keys: list[str], num_classes: int):
+    def __init__(self, metric_keys: list[str], num_classes: int, confusion: bool = False):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         for key in metric_keys:
@@ -56,6 +56,7 @@ class Evaluation:
         self.correct = 0
         self.top = {k: 0 for k in self.ks}
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)  # [label, prediction]
+        self.counts_confusion = confusion or "macro_f1" in self.keys
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: float) -> None:
         """Add a batch: logits (N, C), labels (N,), and loss_sum = mean cross
@@ -79,7 +80,7 @@ class Evaluation:
             rank = ahead.sum(1)
             for k in self.ks:
                 self.top[k] += (rank < k).sum().item()
-        if "macro_f1" in self.keys:
+        if self.counts_confusion:
             cells = labels.to(torch.int64) * self.num_classes + predicted
             counts = torch.bincount(cells, minlength=self.num_classes**2)
             self.confusion += counts.view(self.num_classes, self.num_classes).cpu()

@@ -47,6 +47,8 @@ def predict(run: TrainedRun, inputs: list[str], options: PredictOptions) -> Pred
         task.threshold = options.threshold
     found = task.prediction_inputs(inputs, options.column)
     summary = PredictSummary(skipped=dict(found.missing))
+    if not found.items:
+        return summary
     loader = DataLoader(
         task.prediction_dataset(found),
         batch_size=options.batch_size,

@@ -248,3 +248,31 @@ def test_mlp_creation_order_matches_plain_pytorch():
     assert ours.state_dict().keys() == theirs.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True))
     assert math.isclose(ours[2][2].p, 0.5)
+
+
+@pytest.mark.parametrize(
+    "name, enum",
+    [
+        ("inception_v3", "Inception_V3_Weights.IMAGENET1K_V1"),
+        ("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1"),
+        ("vit_b_16", "ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1"),
+        ("maxvit_t", "MaxVit_T_Weights.IMAGENET1K_V1"),
+        ("resnext50_32x4d", "ResNeXt50_32X4D_Weights.IMAGENET1K_V2"),
+    ],
+)
+def test_a_trained_run_s_architecture_is_the_pretrained_one_without_its_weights(name, enum, monkeypatch):
+    """ftr predict/evaluate/export build what the run trained with weights=None and
+    pretrained_kwargs: the same modules and forward settings (transform_input, image size)
+    as torchvision's builder given the weights (their loading stubbed here)."""
+    from runtime.tasks.classification import torchvision_backbone
+
+    plan = type("Plan", (), {"backbone": name, "builder_kwargs": builder_kwargs(name)})()
+    plan.weights = type("Weights", (), {"enum": enum})()
+    monkeypatch.setattr(nn.Module, "load_state_dict", lambda self, *a, **k: None)
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, *a, **k: {})
+    with torch.device("meta"):
+        pretrained = torchvision_backbone(plan)
+        unread = torchvision_backbone(plan, load=False)
+    assert str(unread) == str(pretrained)
+    for attribute in ("transform_input", "image_size"):
+        assert getattr(unread, attribute, None) == getattr(pretrained, attribute, None)

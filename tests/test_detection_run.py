@@ -91,6 +91,40 @@ def test_a_run_writes_map_and_the_ap_of_every_class(full_run):
     assert summary["best"]["metric"] == "map50"
 
 
+def test_evaluate_gives_the_logged_map_and_per_class_ap(folder, full_run, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(folder)
+    code, text, err = ftr(capsys, "evaluate", full_run, "--model", "final", "-o", tmp_path)
+    assert code == 0, err
+    measured, logged = json.loads((tmp_path / "metrics.json").read_text()), metrics(full_run)[-1]
+    assert {k: measured[k] for k in ("loss", "map", "map50")} == {
+        "loss": logged["val_loss"],
+        "map": logged["val_map"],
+        "map50": logged["val_map50"],
+    }
+    last = json.loads((full_run / "per_class.jsonl").read_text().splitlines()[-1])["ap"]
+    rows = (tmp_path / "per_class.csv").read_text().splitlines()
+    assert rows[0] == "class,ap,ap50" and [r.split(",")[0] for r in rows[1:]] == list(last)
+    assert [float(r.split(",")[2] or "nan") for r in rows[1:]] == pytest.approx(
+        [v["ap50"] if v["ap50"] is not None else float("nan") for v in last.values()], nan_ok=True
+    )
+
+
+def test_predict_writes_a_row_per_box_in_the_image_s_pixels(folder, full_run, capsys, monkeypatch):
+    monkeypatch.chdir(folder)
+    images = sorted((folder / "voc" / "JPEGImages").iterdir())[:3]
+    code, out, err = ftr(capsys, "predict", full_run, *images, "--threshold", "0", "--top", "2")
+    assert code == 0, err
+    rows = [line.split(",") for line in out.splitlines()]
+    assert rows[0] == ["input", "label", "score", "x1", "y1", "x2", "y2"]
+    for name in map(str, images):
+        boxes = [r for r in rows[1:] if r[0] == name]
+        assert 1 <= len(boxes) <= 2
+        for _, label, score, *box in boxes:
+            x1, y1, x2, y2 = map(float, box)
+            assert label in {"d0", "d1", "d2"} and 0 <= float(score) <= 1
+            assert 0 <= x1 <= x2 <= 48 and 0 <= y1 <= y2 <= 48
+
+
 def test_a_damaged_checkpoint_resumes_from_the_epoch_before_to_the_same_numbers(folder, full_run, capsys, monkeypatch):
     monkeypatch.chdir(folder)
     cut = folder / "cut"

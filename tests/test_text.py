@@ -231,6 +231,34 @@ def test_the_script_imports_torch_and_transformers_only(folder, capsys, monkeypa
     assert imported - set(sys.stdlib_module_names) == {"torch", "transformers"}
 
 
+def test_evaluate_gives_the_logged_numbers_for_ftr_run_s_and_the_script_s_run(folder, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(folder)
+    for out in _run_both(folder, capsys):
+        code, text, err = ftr(capsys, "evaluate", out, "-o", tmp_path / out.name)
+        assert code == 0, err
+        measured, logged = json.loads((tmp_path / out.name / "metrics.json").read_text()), metrics(out)[-1]
+        assert (measured["loss"], measured["accuracy"], measured["macro_f1"]) == (
+            logged["val_loss"],
+            logged["val_accuracy"],
+            logged["val_macro_f1"],
+        )
+        assert "the run's val (split(0.25) of 'train.csv')" in text
+
+
+def test_predict_reads_files_of_lines_and_csv_columns(folder, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(folder)
+    run, _ = _run_both(folder, capsys)
+    (tmp_path / "lines.txt").write_text("apples and pears\n\nthe engine and its wheels\n")
+    (tmp_path / "rows.csv").write_text('id,body\n1,"def main(): return 0"\n')
+    code, out, err = ftr(capsys, "predict", run, tmp_path / "lines.txt", tmp_path / "rows.csv", "--column", "body")
+    assert code == 0, err
+    rows = [line.split(",")[:2] for line in out.splitlines()[1:]]
+    assert [name for name, _ in rows] == [f"{tmp_path}/lines.txt:1", f"{tmp_path}/lines.txt:3", f"{tmp_path}/rows.csv:2"]
+    assert {label for _, label in rows} <= {"cars", "code", "fruit"}
+    code, _, err = ftr(capsys, "predict", run, tmp_path / "rows.csv")
+    assert code == 1 and "no column 'text' (it has id, body): name it with --column" in err
+
+
 def test_length_grouped_batches_hold_texts_of_similar_length():
     lengths = [(i * 37) % 101 + 1 for i in range(400)]
     order = list(LengthGrouped(lengths, 8, torch.Generator().manual_seed(0)))

@@ -64,7 +64,7 @@ def run_recipe(folder: str) -> Recipe:
             f"cannot read '{path}': {reason}",
             hint="give a run folder whose files are whole (copy it again), or start from weights file(...)",
         ) from None
-    overrides = [m.group(1) for m in map(_OVERRIDE.fullmatch, source.splitlines()) if m]
+    overrides = recorded_overrides(source)
     try:
         from .. import parse
 
@@ -76,6 +76,11 @@ def run_recipe(folder: str) -> Recipe:
             severity="warning",
             notes=(first, "only the names and shapes of its tensors are compared"),
         ) from None
+
+
+def recorded_overrides(source: str) -> list[str]:
+    """The --set options a run folder's recipe.ftr notes at its top, in order."""
+    return [m.group(1) for m in map(_OVERRIDE.fullmatch, source.splitlines()) if m]
 
 
 def _head(recipe: Recipe) -> str:

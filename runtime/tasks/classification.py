@@ -8,7 +8,19 @@ from torch import nn
 
 from recipe_lang.resolve import architectures, timm_models
 
-from ..data import Datasets, ImageFiles, Transformed, collate_skipping, datasets, pipeline, transforms_of
+from ..data import (
+    Datasets,
+    ImageFiles,
+    Transformed,
+    collate_skipping,
+    datasets,
+    pipeline,
+    source_dataset,
+    split_indices,
+    targets_of,
+    transforms_of,
+)
+from ..evaluation_data import EvaluationData, Relabeled, no_val, worst_mistakes
 from ..inputs import Inputs, image_files
 from ..metrics import Evaluation
 from ..model import load_file_weights, load_run_weights
@@ -65,8 +77,9 @@ class Task:
     def loss(self, forward, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.criterion(forward(inputs), labels)
 
-    def evaluation(self, classes: list[str]) -> Evaluation:
-        return Evaluation(self.plan.evaluate.metric_keys, len(classes))
+    def evaluation(self, classes: list[str], confusion: bool = False) -> Evaluation:
+        """confusion: keep the confusion matrix whatever the metrics (ftr evaluate's per-class table)."""
+        return Evaluation(self.plan.evaluate.metric_keys, len(classes), confusion)
 
     def evaluate_batch(self, model, forward, inputs, labels, evaluation: Evaluation, autocast) -> float:
         with autocast():
@@ -105,6 +118,57 @@ class Task:
             suffix = "" if rank == 1 else f"_{rank}"
             row[f"label{suffix}"], row[f"score{suffix}"] = classes[label], score
         return [row]
+
+    # --- evaluation of a trained run (ftr evaluate) --------------------------------
+
+    evaluation_collate = staticmethod(collate_skipping)
+
+    def evaluation_data(self, source, classes: list[str]) -> EvaluationData:
+        """`source` (a recipe's data source) through the eval pipeline, its classes matched
+        to the run's by name; None: the run's own val, as it was split off or read."""
+        plan = self.plan
+        pre = plan.preprocess
+        eval_tf = pipeline(transforms_of(pre.eval), pre.mean, pre.std)
+        if source is None:
+            source = plan.data.val or no_val()
+        if source.kind == "split":
+            base, found = source_dataset(plan.data.train, ".", True, plan.seed, True)
+            _, indices = split_indices(targets_of(base), source.fraction, plan.seed)
+            described = f"the run's val (split({source.fraction}) of {plan.data.train.kind}(...))"
+        else:
+            base, found = source_dataset(source, ".", False, plan.seed, True)
+            indices = list(range(len(base)))
+            described = _described(source)
+        names = [_item_name(base, i, source) for i in indices]
+        return EvaluationData(Transformed(Relabeled(base, found, classes), eval_tf, indices), names, described)
+
+    def per_class(self, evaluation: Evaluation, classes: list[str]) -> list[dict]:
+        """precision, recall, F1 and support of each class, from the confusion matrix."""
+        confusion = evaluation.confusion
+        rows = []
+        for k, name in enumerate(classes):
+            hits, predicted, support = int(confusion[k, k]), int(confusion[:, k].sum()), int(confusion[k].sum())
+            precision = hits / predicted if predicted else None
+            recall = hits / support if support else None
+            f1 = 2 * hits / (predicted + support) if predicted + support else None
+            rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1, "support": support})
+        return rows
+
+    def confusion(self, evaluation: Evaluation) -> list[list[int]]:
+        return evaluation.confusion.tolist()
+
+    def mistakes(self, records: list, names: list[str], classes: list[str], worst: int) -> list[dict]:
+        """The wrong predictions made with the highest probability."""
+        return worst_mistakes(records, names, classes, worst)
+
+
+def _described(source) -> str:
+    return f"{source.kind}({getattr(source, 'path', None) or getattr(source, 'name', '')!r})"
+
+
+def _item_name(base, index: int, source) -> str:
+    samples = getattr(base, "samples", None)
+    return samples[index][0] if samples is not None else f"{source.kind}[{index}]"
 
 
 def torchvision_backbone(plan, load: bool = True) -> nn.Module:

@@ -15,6 +15,7 @@ from torch import nn
 from recipe_lang.resolve import detectors
 
 from ..data import Datasets, RgbLoader, split_indices
+from ..evaluation_data import EvaluateError, EvaluationData, no_val
 from ..inputs import Inputs, image_files
 from ..model import load_file_weights, load_run_weights
 from .detection_data import (
@@ -118,7 +119,7 @@ class Task:
             out.append({"boxes": t["boxes"][keep], "labels": t["labels"][keep] - self.shift})
         return out
 
-    def evaluation(self, classes: list[str]) -> Evaluation:
+    def evaluation(self, classes: list[str], confusion: bool = False) -> Evaluation:
         return Evaluation(classes, self.plan.evaluate.metric_keys)
 
     def evaluate_batch(self, model, forward, images, targets, evaluation, autocast) -> float:
@@ -179,6 +180,54 @@ class Task:
             {"input": name, "label": classes[c], "score": s, **dict(zip(("x1", "y1", "x2", "y2"), box, strict=True))}
             for c, s, box in prediction
         ]
+
+    # --- evaluation of a trained run (ftr evaluate) --------------------------------
+
+    evaluation_collate = staticmethod(collate_detection)
+
+    def evaluation_data(self, source, classes: list[str]) -> EvaluationData:
+        """`source` through the eval pipeline, labelled by the run's classes; None: the
+        run's own val, as it was split off or read."""
+        plan = self.plan
+        if source is None:
+            source = plan.data.val or no_val()
+        loader = RgbLoader(mark=True)
+        eval_tf = detection_pipeline(plan.preprocess.eval, train=False)
+        if source.kind == "split":
+            base = self._source(plan.data.train, loader)
+            _, indices = split_indices([0] * len(base), source.fraction, plan.seed)
+            described = f"the run's val (split({source.fraction}) of {plan.data.train.path!r})"
+        else:
+            base = self._evaluated_source(source, loader, classes)
+            indices = list(range(len(base)))
+            described = f"{source.kind}({source.path!r})"
+        names = [base.image_file(i) for i in indices]
+        return EvaluationData(TransformedDetection(base, eval_tf, indices), names, described)
+
+    def _evaluated_source(self, source, loader, classes: list[str]):
+        if source.kind == "voc":
+            return VocDetection(source.path, source.split, source.classes or classes, loader)
+        base = CocoDetection(source.path, source.images, loader)
+        if base.classes != classes:
+            raise EvaluateError(
+                f"{source.path} names its categories {', '.join(base.classes[:8])}; the run learned "
+                f"{', '.join(classes[:8])}",
+                "evaluate on a COCO file with the run's categories, in the same order",
+            )
+        return base
+
+    def per_class(self, evaluation: Evaluation, classes: list[str]) -> list[dict]:
+        """AP (IoU 0.50:0.95) and AP50 of each class; None for a class with no box to find."""
+        details = evaluation.details()
+        if details is None:
+            return []
+        return [{"class": name, "ap": ap["ap"], "ap50": ap["ap50"]} for name, ap in details["ap"].items()]
+
+    def confusion(self, evaluation: Evaluation) -> None:
+        return None
+
+    def mistakes(self, records: list, names: list[str], classes: list[str], worst: int) -> list[dict]:
+        return []
 
 
 class Evaluation:

@@ -66,6 +66,9 @@ class VocDetection(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def image_file(self, index: int) -> str:
+        return self.records[index].image
+
     def __getitem__(self, index: int):
         record = self.records[index]
         image = self.loader(record.image)
@@ -97,6 +100,9 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def image_file(self, index: int) -> str:
+        return self.images[index].path
 
     def __getitem__(self, index: int):
         record = self.images[index]

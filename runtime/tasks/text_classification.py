@@ -10,8 +10,10 @@ from torch import nn
 from torch.utils.data import Subset
 
 from recipe_lang.resolve import architectures, encoders
+from recipe_lang.resolve import texts as text_sources
 
 from ..data import Datasets, split_indices
+from ..evaluation_data import EvaluationData, class_index, no_val
 from ..inputs import Inputs, texts
 from ..model import load_file_weights, load_run_weights
 from . import classification
@@ -83,3 +85,32 @@ class Task(classification.Task):
         plan = self.plan
         ids = self.tokenizer(found.items, truncation=plan.max_length is not None, max_length=plan.max_length)
         return Tokenized(ids["input_ids"], list(range(len(found.items))))
+
+    # --- evaluation of a trained run (per class and mistakes: classification's) ----
+
+    @property
+    def evaluation_collate(self):
+        return self.collate
+
+    def evaluation_data(self, source, classes: list[str]) -> EvaluationData:
+        """`source` tokenized as the run's data was, its labels matched to the run's classes
+        by name; None: the run's own val."""
+        plan = self.plan
+        if source is None:
+            source = plan.data.val or no_val()
+        read_from = plan.data.train if source.kind == "split" else source
+        read = text_sources.read(read_from)
+        class_index(read.classes, classes)
+        dataset, _ = read_source(read_from, self.tokenizer, plan.max_length, classes)
+        indices = list(range(len(dataset)))
+        described = f"{source.kind}({source.path!r})" if source.kind != "split" else "the run's val"
+        if source.kind == "split":
+            _, indices = split_indices(dataset.targets, source.fraction, plan.seed)
+            described = f"the run's val (split({source.fraction}) of {read_from.path!r})"
+        names = [_short(read.texts[i]) for i in indices]
+        return EvaluationData(Subset(dataset, indices), names, described)
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
