@@ -253,7 +253,8 @@ def test_predict_reads_files_of_lines_and_csv_columns(folder, capsys, monkeypatc
     code, out, err = ftr(capsys, "predict", run, tmp_path / "lines.txt", tmp_path / "rows.csv", "--column", "body")
     assert code == 0, err
     rows = [line.split(",")[:2] for line in out.splitlines()[1:]]
-    assert [name for name, _ in rows] == [f"{tmp_path}/lines.txt:1", f"{tmp_path}/lines.txt:3", f"{tmp_path}/rows.csv:2"]
+    expected = [f"{tmp_path}/lines.txt:1", f"{tmp_path}/lines.txt:3", f"{tmp_path}/rows.csv:2"]
+    assert [name for name, _ in rows] == expected
     assert {label for _, label in rows} <= {"cars", "code", "fruit"}
     code, _, err = ftr(capsys, "predict", run, tmp_path / "rows.csv")
     assert code == 1 and "no column 'text' (it has id, body): name it with --column" in err
