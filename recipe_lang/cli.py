@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--threshold", type=float, metavar="P", help="detection: the lowest score reported (default 0.5)"
     )
+    predict.add_argument("--draw", metavar="DIR", help="detection: copies of the images with their boxes, in DIR")
     predict.add_argument("--batch-size", type=_positive, default=32, metavar="N")
     predict.add_argument("--device", metavar="DEVICE", default="cpu", help="cpu (default), cuda, cuda:1, mps")
     predict.set_defaults(run=_predict)
@@ -411,6 +412,9 @@ def _predict(args) -> int:
     run = _open_run(args, "predict")
     if run is None:
         return 1
+    if args.draw and not hasattr(run.task, "draw"):
+        print(f"ftr predict: error: --draw draws boxes: {run.plan.task} runs have none to draw", file=sys.stderr)
+        return 2
     from runtime.predict import PredictOptions, predict
 
     options = PredictOptions(
@@ -422,6 +426,7 @@ def _predict(args) -> int:
         column=args.column,
         threshold=args.threshold,
         progress=sys.stderr.isatty(),
+        draw=args.draw,
     )
     try:
         summary = predict(run, args.inputs, options)

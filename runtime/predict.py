@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ class PredictOptions:
     column: str | None = None  # text: the CSV column or JSON key of the texts
     threshold: float | None = None  # detection: the lowest score reported
     progress: bool = False
+    draw: str | None = None  # detection: a folder for copies of the images with their boxes drawn
 
 
 @dataclass
@@ -59,6 +61,7 @@ def predict(run: TrainedRun, inputs: list[str], options: PredictOptions) -> Pred
     device = torch.device(options.device)
     model = run.model.to(device)
     writer = _RowWriter(options.fmt)
+    drawn = _Drawings(options.draw)
 
     def write(out) -> None:
         batches = tqdm(loader, unit="batch", file=sys.stderr, disable=not options.progress, leave=False)
@@ -73,12 +76,34 @@ def predict(run: TrainedRun, inputs: list[str], options: PredictOptions) -> Pred
                     summary.predicted += 1
                     summary.rows += len(rows)
                     out.write(writer.encode(rows))
+                    if options.draw:
+                        drawn.put(task, found.items[index], prediction, run.classes)
 
     if options.output is None:
         write(_StdoutBytes())
     else:
         atomic_write(options.output, write)
     return summary
+
+
+class _Drawings:
+    """Copies of the images with what was found drawn, one file each in `folder`, named
+    after the image (a second image of the same name gets -2, -3, ...)."""
+
+    def __init__(self, folder: str | None):
+        self.folder = folder
+        self.taken: set[str] = set()
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
+    def put(self, task, file: str, prediction, classes: list[str]) -> None:
+        stem = os.path.splitext(os.path.basename(file))[0]
+        name, n = f"{stem}.png", 1
+        while name in self.taken:
+            n += 1
+            name = f"{stem}-{n}.png"
+        self.taken.add(name)
+        task.draw(file, prediction, classes, os.path.join(self.folder, name))
 
 
 class _RowWriter:

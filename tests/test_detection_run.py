@@ -109,11 +109,17 @@ def test_evaluate_gives_the_logged_map_and_per_class_ap(folder, full_run, capsys
     )
 
 
-def test_predict_writes_a_row_per_box_in_the_image_s_pixels(folder, full_run, capsys, monkeypatch):
+def test_predict_writes_a_row_per_box_in_the_image_s_pixels(folder, full_run, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(folder)
     images = sorted((folder / "voc" / "JPEGImages").iterdir())[:3]
-    code, out, err = ftr(capsys, "predict", full_run, *images, "--threshold", "0", "--top", "2")
+    args = ["predict", full_run, *images, "--threshold", "0", "--top", "2", "--draw", tmp_path]
+    code, out, err = ftr(capsys, *args)
     assert code == 0, err
+    drawn = sorted(tmp_path.iterdir())
+    assert [p.name for p in drawn] == [f"{image.stem}.png" for image in images]
+    from PIL import Image
+
+    assert all(Image.open(p).size == Image.open(i).size for p, i in zip(drawn, images, strict=True))
     rows = [line.split(",") for line in out.splitlines()]
     assert rows[0] == ["input", "label", "score", "x1", "y1", "x2", "y2"]
     for name in map(str, images):

@@ -263,3 +263,9 @@ def test_a_mistake_in_source_is_shown_at_its_column(runs, capsys):
     code, _, err = ftr(capsys, "evaluate", runs / "run", 'imagefolder("data/val", root="x")')
     assert code == 2
     assert "SOURCE:1:29: error: unknown option 'root' of imagefolder" in err
+
+
+def test_draw_is_refused_where_there_are_no_boxes(runs, capsys, tmp_path):
+    code, _, err = ftr(capsys, "predict", runs / "run", runs / "data" / "val", "--draw", tmp_path / "d")
+    assert code == 2 and "--draw draws boxes: classification runs have none to draw" in err
+    assert not (tmp_path / "d").exists()

@@ -174,6 +174,19 @@ class Task:
             out.append(kept[:top] if top else kept)
         return [meta["index"] for meta in info], out
 
+    def draw(self, file: str, prediction: list, classes: list[str], out: str) -> None:
+        """A copy of the image with its boxes, labels and scores drawn (PNG)."""
+        from PIL import Image
+        from torchvision.transforms.v2 import functional as F
+        from torchvision.utils import draw_bounding_boxes
+
+        image = F.pil_to_tensor(Image.open(file).convert("RGB"))
+        if prediction:
+            boxes = torch.tensor([box for _, _, box in prediction])
+            labels = [f"{classes[c]} {s:.2f}" for c, s, _ in prediction]
+            image = draw_bounding_boxes(image, boxes, labels, colors="red", width=2)
+        F.to_pil_image(image).save(out, format="PNG")
+
     def prediction_rows(self, name: str, prediction: list, classes: list[str]) -> list[dict]:
         """A row per box: input, label, score, x1, y1, x2, y2."""
         return [
