@@ -205,6 +205,8 @@ def write_folder(folder: str, run: TrainedRun, result: EvaluateResult) -> list[s
         put("confusion.csv", _csv(_confusion_rows(result.confusion, run.classes)))
         if _confusion_png(os.path.join(folder, "confusion.png"), result.confusion, run.classes):
             written.append("confusion.png")
+        else:
+            print("ftr evaluate: confusion.png needs matplotlib: pip install 'ftr[report]'", file=sys.stderr)
     return written
 
 

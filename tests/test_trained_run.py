@@ -269,3 +269,11 @@ def test_draw_is_refused_where_there_are_no_boxes(runs, capsys, tmp_path):
     code, _, err = ftr(capsys, "predict", runs / "run", runs / "data" / "val", "--draw", tmp_path / "d")
     assert code == 2 and "--draw draws boxes: classification runs have none to draw" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_without_matplotlib_the_confusion_png_is_left_out_with_the_extra_named(runs, capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    code, _, err = ftr(capsys, "evaluate", runs / "run", runs / "data" / "val", "-o", tmp_path)
+    assert code == 0, err
+    assert "confusion.png needs matplotlib: pip install 'ftr[report]'" in err
+    assert (tmp_path / "confusion.csv").exists() and not (tmp_path / "confusion.png").exists()
