@@ -152,6 +152,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", metavar="DEVICE", default="cpu", help="cpu (default), cuda, cuda:1, mps")
     evaluate.set_defaults(run=_evaluate)
 
+    export = commands.add_parser("export", help="a trained run's model as a folder that needs no ftr")
+    export.add_argument("run_folder", metavar="RUN", help="a run folder (ftr run's or a compiled script's)")
+    export.add_argument("-o", "--output", metavar="DIR", required=True, help="the folder to write")
+    _add_model_choice(export)
+    export.add_argument("--format", choices=("onnx",), dest="fmt", help="onnx: add model.onnx, checked by onnxruntime")
+    export.add_argument("--overwrite", action="store_true", help="replace DIR if it holds files")
+    export.set_defaults(run=_export, device=None)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
 
@@ -471,6 +479,55 @@ def _evaluate(args) -> int:
     if written:
         print(f"ftr evaluate: wrote {', '.join(written)} in {args.output}", file=sys.stderr)
     return 0
+
+
+def _export(args) -> int:
+    """Refusals first (onnx missing, DIR taken), before the run is opened or anything written."""
+    from runtime.export import ExportError, check_target, export
+
+    if args.fmt == "onnx":
+        from runtime.export_onnx import missing
+
+        problem = missing()
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+    try:
+        check_target(args.output, args.overwrite)
+    except ExportError as error:
+        return _export_error(error)
+    run = _open_run(args, "export")
+    if run is None:
+        return 1
+    try:
+        summary = export(run, args.output, onnx=args.fmt == "onnx", overwrite=args.overwrite)
+    except ExportError as error:
+        return _export_error(error)
+    except OSError as error:
+        print(f"ftr export: error: cannot write '{args.output}': {error.strerror or error}", file=sys.stderr)
+        return 1
+    if summary.onnx is not None:
+        from runtime.export_onnx import ATOL, RTOL
+
+        check = summary.onnx
+        if check.fallback:
+            print(f"ftr export: torch.export cannot export this model ({check.fallback})", file=sys.stderr)
+            print("ftr export: model.onnx written by the TorchScript exporter instead", file=sys.stderr)
+        print(f"ftr export: model.onnx ({check.exporter}) against onnxruntime on {check.inputs}:", file=sys.stderr)
+        print(f"  {check.figures()} (within rtol {RTOL:g}, atol {ATOL:g})", file=sys.stderr)
+    print(f"ftr export: wrote {summary.folder} ({', '.join(summary.files)}) from {run.model_file}", file=sys.stderr)
+    if summary.onnx_failure:
+        print(f"ftr export: error: no model.onnx: {summary.onnx_failure}", file=sys.stderr)
+        print("  help: the other files are written; predict.py runs the model without ONNX", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export_error(error) -> int:
+    print(f"ftr export: error: {error.message}", file=sys.stderr)
+    if error.hint:
+        print(f"  help: {error.hint}", file=sys.stderr)
+    return 1
 
 
 def _schema(args) -> int:

@@ -17,6 +17,7 @@ from torch import nn
 from recipe_lang.resolve.problem import Problem
 
 POOLS = ("cls", "mean", "last")
+EXPORT_FOLDER = "encoder"  # ftr export's folder of the encoder's config and tokenizer
 MISSING = "task text_classification needs transformers: pip install 'ftr[text]'"
 
 

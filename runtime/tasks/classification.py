@@ -161,6 +161,50 @@ class Task:
         """The wrong predictions made with the highest probability."""
         return worst_mistakes(records, names, classes, worst)
 
+    # --- export ----------------------------------------------------------------
+
+    def export_architecture(self) -> dict:
+        """config.json's architecture, beyond the plan's: the builder's arguments that give
+        the architecture the run trained (those its pretrained weights set, too)."""
+        plan = self.plan
+        if plan.library == "timm":
+            return {"timm_name": timm_models.created_name(plan)}
+        extra = architectures.pretrained_kwargs(plan.backbone, plan.weights.enum) if plan.weights.enum else {}
+        return {"builder_kwargs": {**plan.builder_kwargs, **extra}}
+
+    def export_preprocessing(self) -> dict:
+        pre = self.plan.preprocess
+        return {
+            "inputs": "images",
+            "pipeline": "decode to RGB, ToImage, eval_transforms, ToDtype(float32, scale=True), Normalize(mean, std)",
+            "eval_transforms": [t.model_dump() for t in pre.eval],
+            "mean": pre.mean,
+            "std": pre.std,
+        }
+
+    def export_files(self, folder: str) -> None:
+        """Nothing beyond the tensors: torchvision and timm build the architecture."""
+
+    def onnx_graph(self, model):
+        from ..export_onnx import OnnxGraph
+
+        return OnnxGraph(model, ["images"], ["logits"], {"images": {0: "batch"}})
+
+    def onnx_batches(self, items: list | None, count: int) -> tuple[tuple, list[tuple]]:
+        """(the export's example: 2 images, [the check's batch: `count` images]), from the
+        run's items, else from seeded random images, through the eval pipeline."""
+        if items is None:
+            from ..export_onnx import noise_images
+
+            pre = self.plan.preprocess
+            steps = pipeline(transforms_of(pre.eval), pre.mean, pre.std)
+            items = [(steps(image), 0) for image in noise_images(count)]
+        images = torch.stack([item[0] for item in items if torch.is_tensor(item[0])])
+        return (images[:2],), [(images,)]
+
+    def onnx_top1(self, outputs: list) -> list[int]:
+        return outputs[0].argmax(1).tolist()
+
 
 def _described(source) -> str:
     return f"{source.kind}({getattr(source, 'path', None) or getattr(source, 'name', '')!r})"

@@ -242,6 +242,69 @@ class Task:
     def mistakes(self, records: list, names: list[str], classes: list[str], worst: int) -> list[dict]:
         return []
 
+    # --- export ----------------------------------------------------------------
+
+    def export_architecture(self) -> dict:
+        """config.json's architecture, beyond the plan's: the detector's class layout."""
+        plan = self.plan
+        family = detectors.family(plan.backbone)
+        return {
+            "family": family,
+            "predictor": detectors.PREDICTORS[family],
+            "outputs": detectors.outputs_for(plan.backbone, plan.head.classes),
+            "background_slot": detectors.background_slot(plan.backbone),
+            "label_shift": self.shift,
+            "frozen_batchnorm": plan.weights.spec.kind != "none" and plan.backbone in detectors.FROZEN_BN_WHEN_TRAINED,
+        }
+
+    def export_preprocessing(self) -> dict:
+        return {
+            "inputs": "images",
+            "pipeline": "decode to RGB, ToImage, eval_transforms, ToDtype(float32, scale=True); "
+            "the detector normalises and resizes them itself",
+            "eval_transforms": [t.model_dump() for t in self.plan.preprocess.eval],
+            "threshold": self.threshold,
+            "boxes": "x1, y1, x2, y2 in the transformed image's pixels (predict.py scales them to the file's)",
+        }
+
+    def export_files(self, folder: str) -> None:
+        """Nothing beyond the tensors: torchvision builds the detector."""
+
+    def onnx_graph(self, model):
+        from ..export_onnx import OnnxGraph
+
+        outputs = ["boxes", "labels", "scores"]
+        return OnnxGraph(OneImage(model).eval(), ["image"], outputs, {"image": {1: "height", 2: "width"}})
+
+    def onnx_batches(self, items: list | None, count: int) -> tuple[tuple, list[tuple]]:
+        """(the export's example: one image, [each image to check, alone]): the run's
+        images, else seeded random ones, through the eval transforms."""
+        if items is None:
+            from ..export_onnx import noise_images
+
+            steps = ImagesToDetect([], self.plan.preprocess.eval).transform
+            items = [(steps(image), None) for image in noise_images(count)]
+        images = [item[0] for item in items if torch.is_tensor(item[0])]
+        return (images[0],), [(image,) for image in images]
+
+    def onnx_top1(self, outputs: list) -> list[int]:
+        """The label of the image's best box (-1 without one)."""
+        labels = outputs[1]
+        return [int(labels[0]) if len(labels) else -1]
+
+
+class OneImage(nn.Module):
+    """A detector over one image tensor (what an ONNX graph takes), its detections as
+    three tensors: boxes, labels, scores."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        found = self.model([image])[0]
+        return found["boxes"], found["labels"], found["scores"]
+
 
 class Evaluation:
     """One validation pass: the mean val loss over images, and COCO mAP of the detections."""

@@ -3,6 +3,7 @@ and ftr's head on its pooled token states; cross entropy, accuracy and friends."
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import torch
@@ -110,7 +111,70 @@ class Task(classification.Task):
         names = [_short(read.texts[i]) for i in indices]
         return EvaluationData(Subset(dataset, indices), names, described)
 
+    # --- export ----------------------------------------------------------------
+
+    def export_architecture(self) -> dict:
+        plan = self.plan
+        return {
+            "encoder": encoders.EXPORT_FOLDER,
+            "model_type": encoders.config(plan.backbone).model_type,
+            "pool": plan.pool,
+            "max_length": plan.max_length,
+        }
+
+    def export_preprocessing(self) -> dict:
+        plan = self.plan
+        return {
+            "inputs": "texts",
+            "tokenizer": encoders.EXPORT_FOLDER,
+            "truncation": plan.max_length is not None,
+            "max_length": plan.max_length,
+            "padding": "right, to the longest text of the batch (attention_mask 0 there)",
+            "column": getattr(plan.data.train, "text", None) or "text",
+        }
+
+    def export_files(self, folder: str) -> None:
+        """The encoder's config and the tokenizer, in encoders.EXPORT_FOLDER: predict.py builds
+        the encoder and tokenizes from them, never from the run's model folder."""
+        target = os.path.join(folder, encoders.EXPORT_FOLDER)
+        encoders.config(self.plan.backbone).save_pretrained(target)
+        self.tokenizer.save_pretrained(target)
+
+    def onnx_graph(self, model):
+        from ..export_onnx import OnnxGraph
+
+        axes = {0: "batch", 1: "sequence"}
+        return OnnxGraph(
+            TokenLogits(model).eval(), ["input_ids", "attention_mask"], ["logits"], {n: axes for n in TOKENS}
+        )
+
+    def onnx_batches(self, items: list | None, count: int) -> tuple[tuple, list[tuple]]:
+        """(the export's example: 2 texts, [the check's batch: `count` texts]), of the
+        run's texts, else of seeded random token ids; padded as in training."""
+        if items is None:
+            generator = torch.Generator().manual_seed(0)
+            lengths = torch.randint(3, 12, (count,), generator=generator).tolist()
+            vocab = len(self.tokenizer)
+            items = [(torch.randint(0, vocab, (n,), generator=generator).tolist(), 0) for n in lengths]
+        batch, _ = pad_batch(items, self.tokenizer.pad_token_id)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        return (ids[:2], mask[:2]), [(ids, mask)]
+
 
 def _short(text: str, width: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+TOKENS = ("input_ids", "attention_mask")
+
+
+class TokenLogits(nn.Module):
+    """The text model over two tensors (what an ONNX graph takes) rather than a dict."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model({"input_ids": input_ids, "attention_mask": attention_mask})

@@ -141,3 +141,31 @@ def imports(task: dict) -> list[str]:
     if "synthetic" in data["kinds"]:
         statements.append("from torchvision.transforms.v2 import functional as F")
     return statements
+
+
+# --- predict.py of an exported model (ftr export) ------------------------------------
+
+
+def export_context(plan: Plan) -> dict:
+    """What predict.py's parts read: build_model's context with a builder that reads no
+    weights (the architecture its weights would set; model.safetensors fills it), and
+    the eval pipeline."""
+    model = model_context(plan)
+    builder = model["builder"]
+    kwargs = {k: v for k, v in builder.kwargs.items() if k not in ("weights", "pretrained")}
+    if plan.library == "torchvision" and plan.weights.enum:
+        kwargs |= architectures.pretrained_kwargs(plan.backbone, plan.weights.enum)
+    timm = plan.library == "timm"
+    eval_transforms = [transform_call(t) for t in plan.preprocess.eval]
+    return {
+        "model": {**model, "builder": Call(builder.func, *builder.args, **kwargs)},
+        "data": {"eval_transforms": eval_transforms, "mean": plan.preprocess.mean, "std": plan.preprocess.std},
+        "requires": f"torch, torchvision{', timm' if timm else ''} and safetensors",
+        "imports": [
+            *(["import timm"] if timm else []),
+            "import torchvision",
+            "from PIL import Image, UnidentifiedImageError",
+            "from torchvision.datasets.folder import IMG_EXTENSIONS",
+            *transform_imports(eval_transforms),
+        ],
+    }

@@ -111,8 +111,23 @@ def imports(task: dict) -> list[str]:
     ]
     if "voc" in data["kinds"]:
         statements.append("import xml.etree.ElementTree as ET")
-    if model["frozen_batchnorm"]:
-        statements.append("from torchvision.ops.misc import FrozenBatchNorm2d")
+    statements += model_imports(model)
+    if task["per_class"]:
+        statements += [
+            "import contextlib",
+            "import io",
+            "from pycocotools.coco import COCO",
+            "from pycocotools.cocoeval import COCOeval",
+        ]
+    return statements
+
+
+# --- predict.py of an exported model (ftr export) ------------------------------------
+
+
+def model_imports(model: dict) -> list[str]:
+    """What build_model's code needs: frozen BatchNorm, the family's predictor class."""
+    statements = ["from torchvision.ops.misc import FrozenBatchNorm2d"] if model["frozen_batchnorm"] else []
     family = model["family"]
     if family == "rcnn":
         statements.append("from torchvision.models.detection.faster_rcnn import FastRCNNPredictor")
@@ -123,11 +138,27 @@ def imports(task: dict) -> list[str]:
             "from functools import partial",
             "from torchvision.models.detection.ssdlite import SSDLiteClassificationHead",
         ]
-    if task["per_class"]:
-        statements += [
-            "import contextlib",
-            "import io",
-            "from pycocotools.coco import COCO",
-            "from pycocotools.cocoeval import COCOeval",
-        ]
     return statements
+
+
+# --- predict.py of an exported model (ftr export) ------------------------------------
+
+
+def export_context(plan: Plan) -> dict:
+    """What predict.py's parts read: build_model's context without the weights enum
+    (model.safetensors fills the detector), and the eval transforms."""
+    model = {**model_context(plan), "enum": None}
+    eval_transforms = [transform_call(t) for t in plan.preprocess.eval]
+    return {
+        "model": model,
+        "data": {"eval_transforms": eval_transforms},
+        "background": detectors.background_slot(plan.backbone),
+        "requires": "torch, torchvision and safetensors",
+        "imports": [
+            "import torchvision",
+            "from PIL import Image, UnidentifiedImageError",
+            "from torchvision.datasets.folder import IMG_EXTENSIONS",
+            *transform_imports(eval_transforms),
+            *model_imports(model),
+        ],
+    }

@@ -47,3 +47,18 @@ def imports(kinds: set[str], grouped: bool) -> list[str]:
     if "jsonl" in kinds:
         statements.append("import json")
     return statements
+
+
+# --- predict.py of an exported model (ftr export) ------------------------------------
+
+
+def export_context(plan: Plan) -> dict:
+    """What predict.py's parts read: build_model's context for an encoder built from its
+    config (model.safetensors fills it), the token budget, pooling and text column."""
+    return {
+        "model": {"head": head_call(plan), "pretrained": False},
+        "encoder": encoders.EXPORT_FOLDER,
+        "column": getattr(plan.data.train, "text", None) or "text",
+        "requires": "torch, transformers and safetensors",
+        "imports": ["import csv", "import json", "import transformers"],
+    }
