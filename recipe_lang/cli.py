@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         help="train in N processes on this machine, through torchrun: batch_size is their global batch "
         "(CPU: gloo; CUDA: one GPU each)",
     )
+    run.add_argument(
+        "--logger",
+        choices=["tensorboard"],
+        help="also write each epoch's metrics for TensorBoard, into the run folder's tensorboard/",
+    )
     _add_set(run)
     run.set_defaults(run=_run)
 
@@ -210,6 +215,13 @@ def _run(args) -> int:
         if problem:
             print(f"ftr run: error: {problem}", file=sys.stderr)
             return 2
+    if args.logger:
+        from runtime.loggers import missing_tensorboard
+
+        problem = missing_tensorboard()
+        if problem:
+            print(f"ftr run: error: {problem}", file=sys.stderr)
+            return 1
     if args.nproc is not None:
         if world.launched:
             print(
@@ -224,7 +236,7 @@ def _run(args) -> int:
     from runtime.run import RunError, RunRequest, interrupted_message, run
 
     request = RunRequest(
-        args.file, args.out, tuple(args.overrides), args.resume, args.overwrite, args.quiet, args.device
+        args.file, args.out, tuple(args.overrides), args.resume, args.overwrite, args.quiet, args.device, args.logger
     )
     try:
         if world.launched:
@@ -281,6 +293,7 @@ def _launch(args) -> int:
     worker += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
     worker += ["--quiet"] if args.quiet else []
     worker += ["--device", args.device] if args.device else []
+    worker += ["--logger", args.logger] if args.logger else []
     for override in args.overrides:
         worker += ["--set", override]
 
