@@ -121,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(run=_compare)
 
+    report = commands.add_parser("report", help="one HTML page of runs' curves, thaw events, plan and recipe")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run folders; several are overlaid")
+    report.add_argument("-o", "--output", metavar="FILE", help="the page to write (default: RUN/report.html)")
+    report.set_defaults(run=_report_runs)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
 
@@ -340,6 +345,25 @@ def _compare(args) -> int:
     except CompareError as error:
         print(f"ftr compare: error: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _report_runs(args) -> int:
+    if len(args.runs) > 1 and not args.output:
+        print("ftr report: error: several runs need -o FILE.html: the page belongs to no one run", file=sys.stderr)
+        return 2
+    from runtime.report import ReportError, missing_matplotlib, write_report
+
+    problem = missing_matplotlib()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    try:
+        written = write_report(args.runs, args.output)
+    except ReportError as error:
+        print(f"ftr report: error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {written}", file=sys.stderr)
     return 0
 
 

@@ -64,11 +64,10 @@ def run_recipe(folder: str) -> Recipe:
             f"cannot read '{path}': {reason}",
             hint="give a run folder whose files are whole (copy it again), or start from weights file(...)",
         ) from None
-    overrides = [m.group(1) for m in map(_OVERRIDE.fullmatch, source.splitlines()) if m]
     try:
         from .. import parse
 
-        return parse(source, path, overrides)
+        return parse(source, path, noted_overrides(source))
     except RecipeError as error:
         first = error.diagnostics[0].message if error.diagnostics else "it does not parse"
         raise Problem(
@@ -76,6 +75,11 @@ def run_recipe(folder: str) -> Recipe:
             severity="warning",
             notes=(first, "only the names and shapes of its tensors are compared"),
         ) from None
+
+
+def noted_overrides(source: str) -> list[str]:
+    """The --set options that `ftr run` and `ftr compile` note at the top of recipe.ftr."""
+    return [m.group(1) for m in map(_OVERRIDE.fullmatch, source.splitlines()) if m]
 
 
 def _head(recipe: Recipe) -> str:
