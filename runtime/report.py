@@ -79,7 +79,7 @@ def write_report(folders: list[str], output: str | None = None) -> Path:
 
 def read_run(folder: Path) -> Run:
     rows = _rows(folder)
-    run = Run(folder, folder.name, rows, _summary(folder), recipe=None)
+    run = Run(folder, folder.resolve().name, rows, _summary(folder), recipe=None)
     try:
         run.recipe = read_text(folder / "recipe.ftr") if (folder / "recipe.ftr").exists() else None
     except RunFileError as error:
@@ -156,6 +156,6 @@ def _written_plan(run: Run) -> None:
 
 def _name(runs: list[Run]) -> None:
     """Each run by its folder's name; by its path where two folders share a name."""
-    names = [run.folder.name for run in runs]
+    names = [run.name for run in runs]
     for run in runs:
-        run.name = str(run.folder) if names.count(run.folder.name) > 1 else run.folder.name
+        run.name = str(run.folder) if names.count(run.name) > 1 else run.name
