@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
         help="train in N processes on this machine, through torchrun: batch_size is their global batch "
         "(CPU: gloo; CUDA: one GPU each)",
     )
+    run.add_argument(
+        "--logger",
+        choices=["tensorboard"],
+        help="also write each epoch's metrics for TensorBoard, into the run folder's tensorboard/",
+    )
     _add_set(run)
     run.set_defaults(run=_run)
 
@@ -159,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("onnx",), dest="fmt", help="onnx: add model.onnx, checked by onnxruntime")
     export.add_argument("--overwrite", action="store_true", help="replace DIR if it holds files")
     export.set_defaults(run=_export, device=None)
+
+    report = commands.add_parser("report", help="one HTML page of runs' curves, thaw events, plan and recipe")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run folders; several are overlaid")
+    report.add_argument("-o", "--output", metavar="FILE", help="the page to write (default: RUN/report.html)")
+    report.set_defaults(run=_report_runs)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
@@ -273,6 +283,13 @@ def _run(args) -> int:
         if problem:
             print(f"ftr run: error: {problem}", file=sys.stderr)
             return 2
+    if args.logger:
+        from runtime.loggers import missing_tensorboard
+
+        problem = missing_tensorboard()
+        if problem:
+            print(f"ftr run: error: {problem}", file=sys.stderr)
+            return 1
     if args.nproc is not None:
         if world.launched:
             print(
@@ -287,7 +304,7 @@ def _run(args) -> int:
     from runtime.run import RunError, RunRequest, interrupted_message, run
 
     request = RunRequest(
-        args.file, args.out, tuple(args.overrides), args.resume, args.overwrite, args.quiet, args.device
+        args.file, args.out, tuple(args.overrides), args.resume, args.overwrite, args.quiet, args.device, args.logger
     )
     try:
         if world.launched:
@@ -344,6 +361,7 @@ def _launch(args) -> int:
     worker += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
     worker += ["--quiet"] if args.quiet else []
     worker += ["--device", args.device] if args.device else []
+    worker += ["--logger", args.logger] if args.logger else []
     for override in args.overrides:
         worker += ["--set", override]
 
@@ -528,6 +546,25 @@ def _export_error(error) -> int:
     if error.hint:
         print(f"  help: {error.hint}", file=sys.stderr)
     return 1
+
+
+def _report_runs(args) -> int:
+    if len(args.runs) > 1 and not args.output:
+        print("ftr report: error: several runs need -o FILE.html: the page belongs to no one run", file=sys.stderr)
+        return 2
+    from runtime.report import ReportError, missing_matplotlib, write_report
+
+    problem = missing_matplotlib()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    try:
+        written = write_report(args.runs, args.output)
+    except ReportError as error:
+        print(f"ftr report: error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {written}", file=sys.stderr)
+    return 0
 
 
 def _schema(args) -> int:

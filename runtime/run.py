@@ -7,6 +7,7 @@ others; errors that every process meets alike are printed by process 0 only.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from recipe_lang.resolve.table import plan_table
 from . import checkpoint as ckpt
 from .data import BadImage
 from .distributed import Distributed, DistributedError
+from .loggers import TENSORBOARD_FOLDER, TensorBoard
 from .progress import Progress
 from .run_files import RunFileError, read_json
 from .trainer import ClassesMismatch, NonFiniteLoss, PlanMismatch, Trainer, UnsupportedSetting, WorldMismatch
@@ -56,6 +58,7 @@ class RunRequest:
     overwrite: bool = False
     quiet: bool = False
     device: str | None = None
+    logger: str | None = None  # "tensorboard": the rows also as TensorBoard scalars
 
 
 def run(request: RunRequest, dist: Distributed | None = None) -> dict:
@@ -99,7 +102,8 @@ def _run(request: RunRequest, dist: Distributed, plan, source: str, out: Path, p
         summary = _on_main(dist, lambda: _finished(out, plan))
         progress.say(f"{out} holds a finished run: nothing to resume")
         return summary
-    trainer = Trainer(plan, out, device, progress, dist)
+    logger = TensorBoard(out) if request.logger and dist.main else None
+    trainer = Trainer(plan, out, device, progress, dist, logger)
     try:
         trainer.setup()
     except UnsupportedSetting as error:
@@ -189,6 +193,7 @@ def _prepare(out: Path, request: RunRequest, progress: Progress) -> str | bool |
     if request.overwrite:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / TENSORBOARD_FOLDER, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         return False
     if finished:

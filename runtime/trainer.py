@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from .cache import CachedSpan, FeatureCache
 from .data import loaders
 from .distributed import Distributed, DistributedError, rank_seed, sync_batchnorm
+from .loggers import TensorBoard
 from .metrics import EarlyStop, better
 from .model import enter_phase, train_mode
 from .optim import Rates, build_optimizer, clear_state, steps_per_epoch
@@ -81,8 +82,10 @@ class Trainer:
         device: str | torch.device | None = None,
         progress: Progress | None = None,
         dist: Distributed | None = None,
+        logger: TensorBoard | None = None,
     ):
         self.plan = plan
+        self.logger = logger  # given to the process that writes files only
         self.out = Path(out)
         self.dist = dist or Distributed()
         self.device = device if isinstance(device, torch.device) else self.dist.pick_device(device)
@@ -254,6 +257,8 @@ class Trainer:
             return self._train()
         finally:
             self.cache.close()
+            if self.logger is not None:
+                self.logger.close()
 
     def _span(self, epoch: int):
         """(train loader, val loader, forward) of an epoch: the images through the whole
@@ -282,6 +287,8 @@ class Trainer:
         status = "early_stopped" if stopped else "finished"
         epoch = self.start_epoch - 1
         last = epoch if stopped else plan.epochs  # a resumed run that had stopped trains no more
+        if self.logger is not None:
+            self.logger.begin(self.history, self.start_epoch)
         for epoch in range(self.start_epoch, last + 1):
             began = time.perf_counter()
             rates = self.rates.set(self.global_step)
@@ -295,6 +302,8 @@ class Trainer:
             stop = self._after_evaluation(epoch, row)
             if self.dist.main:
                 self._write_metrics()
+                if self.logger is not None:
+                    self.logger.log(row)
             self.save_checkpoint(epoch)
             self.progress.epoch_done(row)
             if stop:

@@ -247,6 +247,7 @@ SHARED_IMPORTS = (
     "import os",
     "import pickle",
     "import random",
+    "import shutil",
     "import sys",
     "import tempfile",
     "import time",

@@ -30,6 +30,7 @@ FOREIGN = {
     "--nproc_per_node": "torchrun",
     "--standalone": "torchrun",
     "--index-url": "pip",
+    "--logdir": "tensorboard",
 }
 # a span that starts with another program's command line: its flags are that program's
 OTHER_PROGRAM = re.compile(r"\s*(python (-m \S+|\S+\.py)|ruff|pytest|pip|git|make|bash|npm|npx)\b")

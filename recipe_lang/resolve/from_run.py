@@ -64,11 +64,10 @@ def run_recipe(folder: str) -> Recipe:
             f"cannot read '{path}': {reason}",
             hint="give a run folder whose files are whole (copy it again), or start from weights file(...)",
         ) from None
-    overrides = recorded_overrides(source)
     try:
         from .. import parse
 
-        return parse(source, path, overrides)
+        return parse(source, path, recorded_overrides(source))
     except RecipeError as error:
         first = error.diagnostics[0].message if error.diagnostics else "it does not parse"
         raise Problem(

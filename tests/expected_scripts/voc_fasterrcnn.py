@@ -61,6 +61,7 @@ Run it from the folder the recipe's paths are relative to (or give --root):
 
     python SCRIPT [--out DIR] [--root DIR] [--train PATH] [--val PATH]
                   [--epochs N] [--device DEVICE] [--resume] [--overwrite] [--quiet]
+                  [--logger tensorboard]
 
 It writes the run folder `ftr run` writes (recipe.ftr, metrics.jsonl,
 per_class.jsonl, classes.json, model.pt, best.pt, checkpoint.pt and the one
@@ -78,6 +79,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -1236,9 +1238,12 @@ class Training:
         else:  # a resume to before the first evaluation
             (self.out / "per_class.jsonl").unlink(missing_ok=True)
 
-    def train(self):
-        """Train from self.start to the end (or an early stop); the status and epochs done."""
+    def train(self, logger=None):
+        """Train from self.start to the end (or an early stop); the status and epochs done.
+        `logger`: a TensorBoard that gets each new row, in process 0."""
         self.began = time.perf_counter()
+        if logger:
+            logger.begin(self.history, self.start)
         status = "finished"
         epoch = self.start - 1
         last = self.epochs
@@ -1261,6 +1266,8 @@ class Training:
             stop = self.after_evaluation(epoch, row)
             if MAIN:
                 self.write_metrics()
+                if logger:
+                    logger.log(row)
             self.save_checkpoint(epoch)
             self.report(row)
             if stop:
@@ -1353,6 +1360,41 @@ class Training:
         print("  ".join(shown), file=sys.stderr, flush=True)
 
 
+class TensorBoard:
+    """--logger tensorboard: each row of metrics.jsonl, when it is written, as scalars
+    in OUT/tensorboard at step = epoch (train/loss, val/accuracy, lr/head, seconds)."""
+
+    def __init__(self, out):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            message = "--logger tensorboard needs tensorboard: pip install tensorboard"
+            raise RunError(message) from None
+        self.folder = out / "tensorboard"
+        self.new_writer = SummaryWriter
+        self.writer = None
+
+    def begin(self, history, first):
+        """Readers drop the events from epoch `first` on that a stopped session wrote
+        after its last checkpoint; a folder without events gets the rows so far."""
+        earlier = any(self.folder.glob("events.out.tfevents.*"))
+        self.writer = self.new_writer(str(self.folder), purge_step=first)
+        for row in () if earlier else history:
+            self.log(row)
+
+    def log(self, row):
+        for key, value in row.items():
+            if key != "epoch":
+                split = key.startswith(("train_", "val_"))
+                name = key.replace("_", "/", 1) if split else key
+                self.writer.add_scalar(name, value, global_step=row["epoch"])
+        self.writer.flush()
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+
+
 def prepare(out, args):
     """True to resume, False to start; None when a finished run is asked to resume."""
     finished = (out / "summary.json").exists()
@@ -1363,6 +1405,8 @@ def prepare(out, args):
     if args.overwrite:
         for name in RUN_FILES if MAIN else ():
             (out / name).unlink(missing_ok=True)
+        if MAIN:
+            shutil.rmtree(out / "tensorboard", ignore_errors=True)
     elif finished:
         if args.resume:
             read_json(out / "summary.json")  # whole, or a message
@@ -1420,6 +1464,11 @@ def arguments(argv):
     parser.add_argument("--resume", action="store_true", help="continue the run")
     parser.add_argument("--overwrite", action="store_true", help="replace the run")
     parser.add_argument("--quiet", action="store_true", help="no line per epoch")
+    parser.add_argument(
+        "--logger",
+        choices=["tensorboard"],
+        help="also write the metrics for TensorBoard, into OUT/tensorboard",
+    )
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be at least 1")
@@ -1432,6 +1481,7 @@ def main(argv=None):
     args = arguments(argv)
     out = Path(args.out or OUTPUT)
     try:
+        logger = TensorBoard(out) if args.logger and MAIN else None
         device = pick_device(args.device)
         start_processes(device)
         resuming = prepare(out, args)
@@ -1453,7 +1503,7 @@ def main(argv=None):
         return 1
     started = time.perf_counter()
     try:
-        status, epochs = run.train()
+        status, epochs = run.train(logger)
     except WriteFailed as error:
         print(write_failed(error, out, argv), file=sys.stderr)
         return 1
@@ -1467,6 +1517,9 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 130
+    finally:
+        if logger:
+            logger.close()
     skipped = set().union(*gathered(sorted(run.skipped)))  # each file once
     stop_processes()
     if not MAIN:
