@@ -12,7 +12,6 @@ import types
 # torch) itself, so that `ftr fmt` and `ftr check --syntax` load no more than they use.
 from . import __version__, load, read_source
 from .diagnostics import RecipeError, UsageError
-from .resolve.problem import Problem
 
 NO_DATA_HELP = "open neither the data nor weight files (for recipes checked away from them)"
 
@@ -476,6 +475,8 @@ def _evaluate(args) -> int:
         return 1
     from runtime import evaluate
     from runtime.evaluation_data import EvaluateError
+
+    from .resolve.problem import Problem
 
     try:
         source = evaluate.data_source(run, args.source)

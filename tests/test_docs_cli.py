@@ -63,7 +63,8 @@ def _invocations(span: str) -> list[list[str]]:
             words = shlex.split(part.strip())
         except ValueError:
             continue
-        if words[:1] == ["ftr"] and len(words) > 1:  # a bare `ftr` is the name of the program
+        # a bare `ftr` is the name of the program; `ftr predict: ...` a line it printed
+        if words[:1] == ["ftr"] and len(words) > 1 and not words[1].endswith(":"):
             found.append(words[1:])
     return found
 
