@@ -5,7 +5,7 @@
 The plain loop is what a user writes by hand: torchvision's resnet18 with the run's
 head and weights, the recipe's eval pipeline (PIL RGB -> ToImage -> Resize(32) ->
 ToDtype -> Normalize), a DataLoader of batch 32, softmax and the top label, CSV rows.
-Two measures, arms interleaved, medians of --rounds:
+Two measures, arms taking turns to go first, medians of --rounds (after a warm-up):
 - in one process: the prediction loop only (model built, files listed), images/s;
 - whole process (`ftr predict RUN IMAGES -o FILE` against `python plain_loop.py`):
   wall time from start to exit, imports and model building included.
@@ -96,14 +96,21 @@ def in_process(run_folder: str, images: str, rounds: int) -> tuple[list[float], 
     )
     plain, ftr = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(rounds):
-            start = time.perf_counter()
+
+        def plain_arm():
             with open(os.path.join(tmp, "plain.csv"), "w", newline="") as out:
                 plain_loop(model, files, pipeline, run.classes, out)
-            plain.append(time.perf_counter() - start)
-            start = time.perf_counter()
+
+        def ftr_arm():
             predict(run, [images], PredictOptions(output=os.path.join(tmp, "ftr.csv")))
-            ftr.append(time.perf_counter() - start)
+
+        plain_arm(), ftr_arm()  # warm-up: files in the page cache, allocator primed
+        for round_ in range(rounds):  # the arms take turns going first
+            arms = [(plain, plain_arm), (ftr, ftr_arm)]
+            for times, arm in arms if round_ % 2 == 0 else arms[::-1]:
+                start = time.perf_counter()
+                arm()
+                times.append(time.perf_counter() - start)
         same = _labels(os.path.join(tmp, "plain.csv")) == _labels(os.path.join(tmp, "ftr.csv"))
     if not same:
         sys.exit("the two arms disagree on the labels: the comparison is void")
@@ -121,11 +128,12 @@ def whole_process(run_folder: str, images: str, rounds: int) -> tuple[list[float
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "plain_loop.py"
         script.write_text(PLAIN)
-        for _ in range(rounds):
-            for arm, command in (
-                (plain, [sys.executable, str(script), run_folder, images, f"{tmp}/plain.csv"]),
-                (ftr, [sys.executable, "-m", "recipe_lang.cli", "predict", run_folder, images, "-o", f"{tmp}/f.csv"]),
-            ):
+        arms = [
+            (plain, [sys.executable, str(script), run_folder, images, f"{tmp}/plain.csv"]),
+            (ftr, [sys.executable, "-m", "recipe_lang.cli", "predict", run_folder, images, "-o", f"{tmp}/f.csv"]),
+        ]
+        for round_ in range(rounds):
+            for arm, command in arms if round_ % 2 == 0 else arms[::-1]:
                 start = time.perf_counter()
                 subprocess.run(command, check=True, env=env, capture_output=True)
                 arm.append(time.perf_counter() - start)
@@ -136,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", default="runs/digits-finetune")
     parser.add_argument("--images", default="data/digits")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     import torch
 
