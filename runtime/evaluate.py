@@ -87,7 +87,7 @@ def evaluate(run: TrainedRun, source: str | None, device: str = "cpu", worst: in
         metrics=metrics,
         per_class=task.per_class(evaluation, run.classes),
         confusion=task.confusion(evaluation),
-        mistakes=task.mistakes(records, data.names, run.classes, worst),
+        mistakes=task.mistakes(evaluation, records, data.names, run.classes, worst),
         evaluated=evaluation.seen,
         skipped=skipped,
     )

@@ -187,3 +187,23 @@ def test_the_data_and_map_modules_import_pycocotools_only_when_evaluating():
         names = [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
         names += [alias.name for node in top if isinstance(node, ast.Import) for alias in node.names]
         assert not [name for name in names if name.startswith("pycocotools")], module.__name__
+
+
+def test_image_errors_count_missed_boxes_and_false_detections():
+    import numpy as np
+
+    from runtime.tasks.detection import image_errors
+
+    image = {
+        "gt_boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=float),
+        "gt_labels": np.array([1, 2, 1]),
+        "gt_ignored": np.array([False, False, True]),
+        "dt_boxes": np.array([[0, 0, 10, 11], [0, 0, 10, 10], [60, 60, 70, 70], [20, 20, 30, 30], [40, 40, 50, 50]]),
+        "dt_scores": np.array([0.9, 0.85, 0.8, 0.3, 0.95]),
+        "dt_labels": np.array([1, 1, 1, 2, 1]),
+    }
+    # the 0.9 box finds box 0; the 0.85 one finds nothing left (false), the 0.8 one nothing
+    # at all (false); box 1 is found only below the threshold (missed); the difficult box
+    # 2's detection counts neither way
+    assert image_errors(image, 0.5) == (1, 2)
+    assert image_errors(image, 0.2) == (0, 2)

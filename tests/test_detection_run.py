@@ -107,6 +107,9 @@ def test_evaluate_gives_the_logged_map_and_per_class_ap(folder, full_run, capsys
     assert [float(r.split(",")[2] or "nan") for r in rows[1:]] == pytest.approx(
         [v["ap50"] if v["ap50"] is not None else float("nan") for v in last.values()], nan_ok=True
     )
+    mistakes = (tmp_path / "mistakes.csv").read_text().splitlines()
+    assert mistakes[0] == "input,boxes,missed,false_detections"  # a 2-epoch detector misses boxes
+    assert all(row.startswith("voc/JPEGImages/") for row in mistakes[1:])
 
 
 def test_predict_writes_a_row_per_box_in_the_image_s_pixels(folder, full_run, capsys, monkeypatch, tmp_path):

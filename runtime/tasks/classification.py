@@ -157,7 +157,7 @@ class Task:
     def confusion(self, evaluation: Evaluation) -> list[list[int]]:
         return evaluation.confusion.tolist()
 
-    def mistakes(self, records: list, names: list[str], classes: list[str], worst: int) -> list[dict]:
+    def mistakes(self, evaluation, records: list, names: list[str], classes: list[str], worst: int) -> list[dict]:
         """The wrong predictions made with the highest probability."""
         return worst_mistakes(records, names, classes, worst)
 

@@ -239,8 +239,24 @@ class Task:
     def confusion(self, evaluation: Evaluation) -> None:
         return None
 
-    def mistakes(self, records: list, names: list[str], classes: list[str], worst: int) -> list[dict]:
-        return []
+    def mistakes(self, evaluation, records: list, names: list[str], classes: list[str], worst: int) -> list[dict]:
+        """The images with the most errors: boxes missed and false detections, each at IoU 0.5
+        and a score of at least `threshold` (difficult and crowd boxes count neither way)."""
+        kept = [i for indices, _, _ in records for i in indices]
+        rows = []
+        for index, image in zip(kept, evaluation.map.images, strict=True):
+            missed, false = image_errors(image, self.threshold)
+            if missed or false:
+                rows.append(
+                    {
+                        "input": names[index],
+                        "boxes": int((~image["gt_ignored"]).sum()),
+                        "missed": missed,
+                        "false_detections": false,
+                    }
+                )
+        rows.sort(key=lambda row: -(row["missed"] + row["false_detections"]))
+        return rows[:worst]
 
     # --- export ----------------------------------------------------------------
 
@@ -304,6 +320,33 @@ class OneImage(nn.Module):
     def forward(self, image: torch.Tensor):
         found = self.model([image])[0]
         return found["boxes"], found["labels"], found["scores"]
+
+
+def image_errors(image: dict, threshold: float, iou: float = 0.5) -> tuple[int, int]:
+    """(boxes no detection of their class found, detections that found no box of their
+    class), greedily matched best score first as COCO does, at `iou`."""
+    from torchvision.ops import box_iou
+
+    keep = image["dt_scores"] >= threshold
+    found = torch.as_tensor(image["dt_boxes"][keep])
+    labels, order = image["dt_labels"][keep], (-image["dt_scores"][keep]).argsort(kind="stable")
+    truth = torch.as_tensor(image["gt_boxes"])
+    overlaps = box_iou(found, truth) if len(found) and len(truth) else torch.zeros(len(found), len(truth))
+    taken = set()
+    false = 0
+    for d in order:
+        candidates = [
+            g
+            for g in range(len(truth))
+            if g not in taken and image["gt_labels"][g] == labels[d] and overlaps[d, g] >= iou
+        ]
+        if candidates:
+            best = max(candidates, key=lambda g: overlaps[d, g])
+            taken.add(best)
+        elif not any(image["gt_ignored"][g] and overlaps[d, g] >= iou for g in range(len(truth))):
+            false += 1
+    missed = sum(1 for g in range(len(truth)) if g not in taken and not image["gt_ignored"][g])
+    return missed, false
 
 
 class Evaluation:
