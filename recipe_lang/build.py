@@ -347,6 +347,7 @@ def _statements():
             "min_size": ("min_size", Builder.scalar),
             "max_size": ("max_size", Builder.scalar),
             "pool": ("pool", Builder.scalar),
+            "head_init": ("head_init", Builder.scalar),
         },
         "data": {
             "train": ("train", _function("data source")),

@@ -167,6 +167,12 @@ class ModelSpec(Strict):
     head: Head | None = Field(None, description="replaces the classifier; without it the builder's own stays")
     min_size: Size | None = Field(None, description="task detection: the detector's own resize, its shorter side")
     max_size: Size | None = Field(None, description="task detection: the longest side the detector's resize allows")
+    head_init: Literal["default", "probe"] = Field(
+        "default",
+        description="the new linear head's starting weights: as built (default), or fitted before the first "
+        "epoch by multinomial logistic regression on the frozen backbone's features of the train images "
+        "(probe: LP-FT, linear probing then fine-tuning)",
+    )
     pool: Literal["cls", "mean", "last"] = Field(
         "mean",
         description="task text_classification: how token states become one vector "

@@ -49,6 +49,7 @@ STATEMENT_TASK = {
     ("model", "min_size"): (DETECTION,),
     ("model", "max_size"): (DETECTION,),
     ("model", "pool"): (TEXT,),
+    ("model", "head_init"): (CLASSIFICATION,),
     ("data", "normalize"): PRESETS,
     ("data", "train_transforms"): IMAGES,
     ("data", "eval_transforms"): IMAGES,

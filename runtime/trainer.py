@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from .cache import CachedSpan, FeatureCache
 from .data import loaders
 from .distributed import Distributed, DistributedError, rank_seed, sync_batchnorm
+from .head_probe import fit_head
 from .loggers import TensorBoard
 from .metrics import EarlyStop, better
 from .model import enter_phase, train_mode
@@ -280,6 +281,19 @@ class Trainer:
             )
         return self.cached.train, self.cached.val, self.head
 
+    def _probe_head(self) -> None:
+        """head_init probe: the head fitted on the frozen features of the train images."""
+        plan = self.plan
+        dataset = self.task.probe_dataset(self.data)
+        features = self.cache.features(
+            self.model, plan.classifier.path, dataset, plan.data, self.device, self._autocast, self.task
+        )
+        fitted = fit_head(self.head, *features.tensors)
+        self.progress.say(
+            f"head_init probe: the head fitted on {len(dataset)} train images' features "
+            f"(train loss {fitted['loss']:.4f}, accuracy {fitted['accuracy']:.4f})"
+        )
+
     def _train(self) -> Outcome:
         plan = self.plan
         self.began = time.perf_counter()
@@ -289,6 +303,8 @@ class Trainer:
         last = epoch if stopped else plan.epochs  # a resumed run that had stopped trains no more
         if self.logger is not None:
             self.logger.begin(self.history, self.start_epoch)
+        if self.start_epoch == 1 and plan.head_init == "probe":
+            self._probe_head()
         for epoch in range(self.start_epoch, last + 1):
             began = time.perf_counter()
             rates = self.rates.set(self.global_step)

@@ -202,6 +202,8 @@ def train_context(plan: Plan, model: nn.Module) -> dict:
         "warmups": any(og.warmups for og in plan.optimizer_groups),
         "reported": plan.reported_rates(),
         "cache": cache,
+        "probe": plan.head_init == "probe",
+        "features": cache or plan.head_init == "probe",  # the FeatureCache class is in the script
     }
 
 
@@ -267,6 +269,6 @@ def imports(plan: Plan, train: dict, task: dict) -> str:
     statements = list(SHARED_IMPORTS) + list(task["imports"])
     if plan.train.compile:
         statements.append("import torch._inductor.config")
-    if train["cache"]:
+    if train["features"]:
         statements += CACHE_IMPORTS
     return import_block(statements)

@@ -107,6 +107,7 @@ class Plan(Frozen):
     train: TrainSpec
     evaluate: EvaluateSpec
     cache_blockers: list[str] = Field([], description="why no span trains on cached features")
+    head_init: str = Field("default", description="probe: the linear head fitted on frozen features before epoch 1")
     pool: str | None = Field(None, description="text: how token states become the head's vector")
     max_length: int | None = Field(None, description="text: tokens kept of each text")
     warnings: list[str] = []
@@ -152,7 +153,8 @@ class Plan(Frozen):
         return hashlib.sha256(self.model_dump_json(exclude=left_out).encode()).hexdigest()[:16]
 
 
-TASK_FIELDS = ("task", "library", "pool", "max_length")
+# fields added to the plan after format 1, left out of the digest at their defaults
+TASK_FIELDS = ("task", "library", "pool", "max_length", "head_init")
 # statements the language gained after format 1, with their defaults
 ADDED_FIELDS = {
     "data": {"max_length": None, "group_by_length": False},

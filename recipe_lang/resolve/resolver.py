@@ -72,6 +72,8 @@ class _Resolution:
             self.rates(groups, phases)
         if recipe.train.layer_decay is not None:
             groups = self.decayed(groups, index)
+        if recipe.model.head_init == "probe":
+            self.attempt(("model", "head_init"), _probe_fits, recipe.model)
         classes = task.data_classes(classifier) if self.check_data else None
         if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
             self.run_classes(resolved_weights.spec, classes)
@@ -105,6 +107,7 @@ class _Resolution:
             train=recipe.train,
             evaluate=recipe.evaluate,
             cache_blockers=blocked,
+            head_init=recipe.model.head_init,
             warnings=[d.render(recipe.source, recipe.filename) for d in self.diagnostics],
             **task.plan_fields(),
         )
@@ -423,3 +426,13 @@ class _Resolution:
                 if isinstance(module, NORM_TYPES):
                     out |= {f"{path}.{name}" if path else name for name, _ in module.named_parameters()}
         return out
+
+
+def _probe_fits(model) -> None:
+    """head_init probe fits a linear head: there must be one, and new."""
+    if model.head is None or model.head.kind != "linear":
+        what = "no head (the builder's own classifier stays)" if model.head is None else f"head {model.head.kind}(...)"
+        raise Problem(
+            f"head_init probe fits a linear head; this recipe has {what}",
+            hint="write head linear(classes=N), or remove head_init",
+        )

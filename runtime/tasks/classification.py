@@ -64,6 +64,11 @@ class Task:
     def datasets(self) -> Datasets:
         return datasets(self.plan)
 
+    def probe_dataset(self, data: Datasets):
+        """The train images through the eval pipeline: what head_init probe fits on."""
+        pre = self.plan.preprocess
+        return Transformed(data.train.base, pipeline(transforms_of(pre.eval), pre.mean, pre.std), data.train.indices)
+
     def to_device(self, batch, device: torch.device, layout) -> tuple:
         """Images in the model's memory layout; cached features (2-D) as they are."""
         inputs, labels = batch
