@@ -75,7 +75,7 @@ def test_demo_runs_the_source_once_and_every_arm_over_three_seeds(tmp_path):
     calls = log.read_text().splitlines()
     runs = [c.split()[2] for c in calls if c.startswith("ftr run")]
     assert runs.count("recipes/digits/source.ftr") == 1 and runs[0] == "recipes/digits/source.ftr"
-    arms = ["probe", "gradual", "finetune", "scratch"]
+    arms = ["probe", "gradual", "finetune", "lpft", "scratch"]
     outs = [f"runs/digits-{arm}-seed{seed}" for seed in (0, 1, 2) for arm in arms]
     for seed in (0, 1, 2):
         # each seed draws its labelled images, then every arm runs with that seed

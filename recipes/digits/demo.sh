@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The transfer-learning demo, offline, in under 10 minutes on 2 CPU cores: a resnet18 is
-# trained once on digits 0-4, then four recipes learn digits 5-9 from 10 labelled images
-# per class (a linear probe, gradual unfreezing, full fine-tuning, and from scratch),
+# The transfer-learning demo, offline, in about 10 minutes on 2 CPU cores: a resnet18 is
+# trained once on digits 0-4, then five recipes learn digits 5-9 from 10 labelled images
+# per class (a linear probe, gradual unfreezing, full fine-tuning, LP-FT: the same
+# fine-tuning from a probed head, and from scratch),
 # each over SEEDS: seed N draws the 10 labelled images per class (prepare.py --seed N)
 # and seeds the run (--set seed=N). `ftr compare --mean` prints each recipe's mean and
 # sample standard deviation over the seeds, after the environment it was measured in.
 # Run from the repository root (`make demo` does, in the project's .venv).
 set -euo pipefail
 SEEDS=${SEEDS:-0 1 2}
-arms="probe gradual finetune scratch"
+arms="probe gradual finetune lpft scratch"
 
 # the source images (digits 0-4) are the same whatever the seed
 python recipes/digits/prepare.py --out data/digits --shots 10 --seed 0
