@@ -169,6 +169,25 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", metavar="FILE", help="the page to write (default: RUN/report.html)")
     report.set_defaults(run=_report_runs)
 
+    merge = commands.add_parser("merge", help="average the weights of runs (model soups, WiSE-FT) into a run folder")
+    merge.add_argument("run_folders", nargs="+", metavar="RUN", help="runs of one recipe's starting point")
+    merge.add_argument("-o", "--output", metavar="OUT", required=True, help="the run folder to write")
+    merge.add_argument(
+        "--greedy", action="store_true", help="add a run only if the soup's held-out score does not drop"
+    )
+    merge.add_argument(
+        "--wise", type=_fraction, metavar="A", help="one run: A x its weights + (1 - A) x its starting weights"
+    )
+    merge.add_argument(
+        "--bn",
+        choices=("average", "recompute"),
+        default="average",
+        help="BatchNorm statistics: averaged (default) or recomputed over the first run's train data",
+    )
+    _add_model_choice(merge)
+    merge.add_argument("--overwrite", action="store_true", help="replace OUT if it holds files")
+    merge.set_defaults(run=_merge, device=None)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
 
@@ -194,6 +213,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"a whole number >= 1, not '{text}'")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a number from 0 to 1, not '{text}'")
     return value
 
 
@@ -565,6 +594,26 @@ def _report_runs(args) -> int:
         print(f"ftr report: error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
+def _merge(args) -> int:
+    from runtime.merge import MergeError, check_out, merge
+    from runtime.trained import RunOpenError, open_run
+
+    try:
+        check_out(args.output, args.overwrite)
+        runs = [open_run(folder, args.which) for folder in args.run_folders]
+        say = lambda text: print(text, file=sys.stderr)  # noqa: E731
+        about = merge(runs, args.output, "greedy" if args.greedy else "uniform", args.wise, args.bn, say)
+    except (MergeError, RunOpenError) as error:
+        print(f"ftr merge: error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"  help: {error.hint}", file=sys.stderr)
+        return 1
+    held = ", ".join(f"{k} {v:.4f}" for k, v in about["held_out"].items()) or "no val data to measure it on"
+    kept = about.get("kept", about["runs"])
+    print(f"ftr merge: wrote {args.output} ({about['method']} of {len(kept)} run(s): {held})", file=sys.stderr)
     return 0
 
 
