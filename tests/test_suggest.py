@@ -6,6 +6,7 @@ epoch): deterministic, group ratios kept, only their own lines changed, the resu
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,15 @@ def test_suggest_lr_is_deterministic_keeps_group_ratios_and_changes_only_its_lin
     assert code == 0, err
 
 
+def test_suggest_lr_without_matplotlib_still_suggests(recipe, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    code, out, err = ftr(capsys, "suggest", "lr", recipe, "--steps", "10")
+    assert code == 0, err
+    assert "ftr suggest lr: no curve: the curve's PNG needs matplotlib: pip install 'ftr[report]'" in err.splitlines()
+    assert "# suggest lr: x" in out and "the curve: not drawn" in out
+    assert not list(Path().glob("*.png"))
+
+
 def test_suggest_lr_refuses_an_epoch_the_recipe_does_not_train(recipe, capsys):
     code, out, err = ftr(capsys, "suggest", "lr", recipe, "--epoch", "3")
     assert code == 1
@@ -155,10 +165,35 @@ def test_suggest_freeze_is_deterministic_checks_and_changes_only_freeze_lines(re
     assert new == printed
     for block in ("conv1, bn1", "layer1", "layer2", "layer3", "layer4", "fc (head)"):
         assert f"# suggest freeze:   {block} " in new
+    freeze_lines = [line for line in new.splitlines() if line.startswith(("  freeze", "  at epoch"))]
+    assert len(freeze_lines) <= 1  # one freeze line, or none when every block trains
     changed = changed_lines(recipe.read_text(), new)
-    assert "-   freeze all except head, stem" in changed and "-   at epoch 2 freeze stem" in changed
-    assert all(line.startswith(("+   # suggest freeze:", "+   freeze ", "-   ")) for line in changed)
-    assert sum(line.startswith("-") for line in changed) == 2
+    assert "-   at epoch 2 freeze stem" in changed
+    assert all(line.startswith(("+   # suggest freeze:", "+   freeze ", "-   freeze ", "-   at ")) for line in changed)
     code, _, err = ftr(capsys, "check", "new.ftr")
     assert code == 0, err
     assert not Path("out").exists()
+
+
+def test_blocks_are_the_backbone_children_with_the_stem_joined_and_the_head_left_out():
+    from torch import nn
+
+    from runtime.suggest.rgn import backbone_blocks
+
+    features = nn.Sequential()
+    features.add_module("conv", nn.Conv2d(3, 4, 1))
+    features.add_module("bn", nn.BatchNorm2d(4))
+    features.add_module("act", nn.ReLU())
+    features.add_module("stages", nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)))
+    model = nn.Sequential()
+    model.add_module("features", features)  # the one child with parameters besides the head: looked into
+    model.add_module("classifier", nn.Sequential(nn.Dropout(), nn.Linear(4, 2)))
+    blocks = backbone_blocks(model, "classifier.1")
+    assert [block.modules for block in blocks] == [["features.conv", "features.bn"], ["features.stages"]]
+    assert blocks[0].numel == 3 * 4 + 4 + 4 + 4
+    assert blocks[1].params == [
+        "features.stages.0.weight",
+        "features.stages.0.bias",
+        "features.stages.1.weight",
+        "features.stages.1.bias",
+    ]

@@ -16,11 +16,12 @@ import re
 from dataclasses import dataclass
 
 import recipe_lang
+from recipe_lang.formatter import statement_text
 from recipe_lang.nodes import AtEpoch, Freeze, Gradually, Statement, quote
 from recipe_lang.resolve import resolve
 
 from .measuring import SuggestError, setup
-from .recipe_edit import replace_in_train, write_recipe
+from .recipe_edit import replace_in_train, train_statements, write_recipe
 from .rgn import Block, backbone_blocks, relative_gradient_norms
 
 FRACTION = 0.5
@@ -127,12 +128,8 @@ def _after_lr(statement: Statement) -> bool:
 
 
 def _replaced(recipe) -> list[str]:
-    """The recipe's freeze lines as its source writes them."""
-    from recipe_lang.formatter import statement_text
-    from recipe_lang.syntax import parse_document
-
-    train = [i for i in parse_document(recipe.source, recipe.filename).items if getattr(i, "name", None) == "train"]
-    return [statement_text(s) for block in train for s in block.statements if _freezing(s)]
+    """The recipe's freeze lines, in canonical form."""
+    return [statement_text(s) for s in train_statements(recipe.source, recipe.filename) if _freezing(s)]
 
 
 def _evidence(rows: list[Row], head: Row, batches: int, fraction: float, replaced: list[str]) -> list[str]:

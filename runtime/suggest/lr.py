@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import recipe_lang
-from recipe_lang.nodes import Kwarg, Num, Plain, Statement
+from recipe_lang.nodes import Kwarg, Num, Plain
 from recipe_lang.resolve import resolve
 
 from ..model import enter_phase, train_mode
@@ -33,7 +33,7 @@ from ..optim import Rates, steps_per_epoch
 from . import lr_curve
 from .lr_range import FIRST, LAST, STEPS, Sweep, ramp, sweep
 from .measuring import Setup, SuggestError, setup
-from .recipe_edit import replace_in_train, write_recipe
+from .recipe_edit import replace_in_train, train_statements, write_recipe
 
 
 @dataclass
@@ -77,8 +77,8 @@ def suggest_lr(request: LrRequest) -> LrSuggestion:
     measured, largest = range_test(setup(plan, request.device), request.epoch, request.steps)
     if len(measured.rates) < 2:
         raise SuggestError(
-            f"the loss is {measured.stop} from the first step of the range test, at rate {FIRST:g}: "
-            "check the data and the model with `ftr run` first"
+            f"the range test stopped at its first steps ({measured.stop} at rate {rate_text(measured.stop_rate)}): "
+            "check that the recipe trains with `ftr run` first"
         )
     suggested = measured.suggestion()
     multiplier = measured.rates[suggested] / largest
@@ -144,15 +144,11 @@ def _draw(request: LrRequest, measured: Sweep, suggested: int, new: str) -> tupl
     return str(path), None
 
 
-def _lr_statement(recipe) -> Statement:
+def _lr_statement(recipe) -> Plain:
     """The `lr` statement of the train block (a recipe that trains anything has one)."""
-    from recipe_lang.syntax import parse_document
-
-    for item in parse_document(recipe.source, recipe.filename).items:
-        if getattr(item, "name", None) == "train":
-            for statement in item.statements:
-                if statement.keyword == "lr" and isinstance(statement, Plain):
-                    return statement
+    for statement in train_statements(recipe.source, recipe.filename):
+        if statement.keyword == "lr" and isinstance(statement, Plain):
+            return statement
     raise SuggestError("the recipe's train block has no `lr` line: give it one (e.g. lr 1e-3) to scale")
 
 

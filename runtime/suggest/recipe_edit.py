@@ -67,6 +67,11 @@ def replace_in_train(
     return result
 
 
+def train_statements(source: str, filename: str) -> list[Statement]:
+    """The statements of the recipe's `train` block, as its source writes them."""
+    return _train(parse_document(source, filename), filename).statements
+
+
 def write_recipe(path, text: str) -> None:
     atomic_write_text(path, text)
 
