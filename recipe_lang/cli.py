@@ -632,7 +632,7 @@ def _suggest(args) -> int:
         print(f"{command}: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
-        print(f"{command}: error: cannot write '{error.filename}': {error.strerror or error}", file=sys.stderr)
+        print(f"{command}: error: cannot write the new recipe or its curve: {error.strerror or error}", file=sys.stderr)
         return 1
     if not args.output:
         sys.stdout.write(suggestion.text)

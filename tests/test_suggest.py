@@ -153,6 +153,16 @@ def test_suggest_lr_refuses_an_epoch_the_recipe_does_not_train(recipe, capsys):
     assert out == ""
 
 
+def test_suggest_reports_recipe_errors_and_unwritable_outputs_before_measuring(recipe, capsys):
+    Path("bad.ftr").write_text(recipe.read_text().replace("epochs 2", "epochs 0"))
+    code, out, err = ftr(capsys, "suggest", "lr", "bad.ftr")
+    assert code == 1 and out == ""
+    assert "bad.ftr:24:10: error: invalid epochs: must be at least 1" in err  # the rendered diagnostic
+    code, _, err = ftr(capsys, "suggest", "freeze", recipe, "-o", "nowhere/new.ftr")
+    assert code == 1
+    assert "-o nowhere/new.ftr: there is no folder 'nowhere': create it, or write elsewhere" in err
+
+
 # --- ftr suggest freeze ---------------------------------------------------------------
 
 

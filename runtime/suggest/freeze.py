@@ -21,7 +21,7 @@ from recipe_lang.nodes import AtEpoch, Freeze, Gradually, Statement, quote
 from recipe_lang.resolve import resolve
 
 from .measuring import SuggestError, setup
-from .recipe_edit import replace_in_train, train_statements, write_recipe
+from .recipe_edit import check_writable, replace_in_train, train_statements, write_recipe
 from .rgn import Block, backbone_blocks, relative_gradient_norms
 
 FRACTION = 0.5
@@ -68,6 +68,8 @@ def suggest_freeze(request: FreezeRequest) -> FreezeSuggestion:
         raise SuggestError(f"--fraction {request.fraction:g}: give a fraction of the largest RGN in (0, 1]")
     recipe = recipe_lang.load(request.recipe)
     plan = resolve(recipe)
+    if request.output:
+        check_writable(request.output, "-o")
     measured = setup(plan, request.device)
     head_path = plan.classifier.path
     blocks = backbone_blocks(measured.model, head_path)

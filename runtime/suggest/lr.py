@@ -31,9 +31,9 @@ from recipe_lang.resolve import resolve
 from ..model import enter_phase, train_mode
 from ..optim import Rates, steps_per_epoch
 from . import lr_curve
-from .lr_range import FIRST, LAST, STEPS, Sweep, ramp, sweep
+from .lr_range import BETA, DIVERGE, FIRST, LAST, STEPS, Sweep, ramp, sweep
 from .measuring import Setup, SuggestError, setup
-from .recipe_edit import replace_in_train, train_statements, write_recipe
+from .recipe_edit import check_writable, replace_in_train, train_statements, write_recipe
 
 
 @dataclass
@@ -59,9 +59,10 @@ class LrSuggestion:
     plot_note: str | None  # why no PNG was written
 
     def summary(self, output: str | None) -> list[str]:
-        stop = f"stopped at step {len(self.sweep.rates)} ({self.sweep.stop})" if self.sweep.stop else "no divergence"
+        measured = self.sweep
+        stop = f"stopped at step {measured.stop_step} ({measured.stop})" if measured.stop else "no divergence"
         lines = [
-            f"range test of {len(self.sweep.rates)} steps, {stop}: x{self.multiplier:.2g} of the rates",
+            f"range test of {measured.planned} steps, {stop}: x{self.multiplier:.2g} of the rates",
             f"{self.old} -> {self.new}",
         ]
         lines.append(f"the curve: {self.plot}" if self.plot else f"no curve: {self.plot_note}")
@@ -72,6 +73,10 @@ def suggest_lr(request: LrRequest) -> LrSuggestion:
     """Raises RecipeError (the recipe) or SuggestError (the measurement)."""
     recipe = recipe_lang.load(request.recipe)
     plan = resolve(recipe)
+    if request.output:
+        check_writable(request.output, "-o")
+    if not lr_curve.missing_matplotlib():
+        check_writable(default_plot(request), "--plot")
     if not 1 <= request.epoch <= plan.epochs:
         raise SuggestError(f"--epoch {request.epoch}: the recipe trains epochs 1 to {plan.epochs}")
     measured, largest = range_test(setup(plan, request.device), request.epoch, request.steps)
@@ -85,7 +90,8 @@ def suggest_lr(request: LrRequest) -> LrSuggestion:
     statement = _lr_statement(recipe)
     old, new = _rates_line(statement, 1.0), _rates_line(statement, multiplier)
     plot, note = _draw(request, measured, suggested, new)
-    evidence = _evidence(request.epoch, measured, suggested, multiplier, old, plot or f"not drawn ({note})")
+    evidence = _evidence(request.epoch, plan.train.accumulate, measured, suggested, multiplier, old)
+    evidence[-1] += f"; the curve: {plot or f'not drawn ({note})'}"
     text = replace_in_train(recipe.source, recipe.filename, lambda s: s.keyword == "lr", [new], evidence, "lr")
     if request.output:
         write_recipe(request.output, text)
@@ -174,16 +180,18 @@ def rate_text(rate: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def _evidence(epoch: int, measured: Sweep, suggested: int, multiplier: float, old: str, plot: str) -> list[str]:
-    stop = f"stopped at step {len(measured.rates)}: {_why(measured)}" if measured.stop else "no divergence"
+def _evidence(epoch: int, accumulate: int, measured: Sweep, suggested: int, multiplier: float, old: str) -> list[str]:
+    stop = f"stopped at step {measured.stop_step}: {_why(measured)}" if measured.stop else "no divergence"
+    batches = "one train batch" if accumulate == 1 else f"{accumulate} train batches"
+    rate = rate_text(measured.rates[suggested])
     return [
         f"a learning-rate range test at epoch {epoch}: the largest group's rate from {rate_text(FIRST)} to "
         f"{rate_text(LAST)}",
-        f"over up to {measured.planned} steps, one train batch each; {stop}",
-        f"rule: fastai's valley on the smoothed loss: {measured.rates[suggested]:.2g} at step {suggested + 1}",
-        f"x{multiplier:.2g} of every rate of `{old}`; the curve: {plot}",
+        f"over up to {measured.planned} steps, {batches} each; {stop}",
+        f"rule: fastai's valley on the smoothed loss (EMA {BETA:g}, bias-corrected): {rate} at step {suggested + 1}",
+        f"x{multiplier:.2g} of every rate of `{old}`",
     ]
 
 
 def _why(measured: Sweep) -> str:
-    return "the smoothed loss passed 4x its lowest" if measured.stop == "diverged" else "a non-finite loss"
+    return f"the smoothed loss passed {DIVERGE:g}x its lowest" if measured.stop == "diverged" else "a non-finite loss"

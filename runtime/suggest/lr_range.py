@@ -35,6 +35,12 @@ class Sweep:
     stop: str  # why it ended: "diverged", "non-finite loss" or "" (the ramp's end)
     stop_rate: float | None  # the rate at which it stopped early, if it did
 
+    @property
+    def stop_step(self) -> int:
+        """The step (from 1) at which the sweep stopped: the last it recorded, or the
+        one after it whose loss was not finite."""
+        return len(self.rates) + (self.stop == "non-finite loss")
+
     def suggestion(self) -> int:
         """The index of the suggested step (fastai's valley)."""
         skip = self.planned // 10

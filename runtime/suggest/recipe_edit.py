@@ -13,13 +13,17 @@ kind replaces them instead of adding more.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import recipe_lang
 from recipe_lang.files import atomic_write_text
 from recipe_lang.formatter import INDENT, format_text
 from recipe_lang.nodes import Block, Document, Statement
 from recipe_lang.syntax import parse_document
+
+from .measuring import SuggestError
 
 
 def evidence_mark(what: str) -> str:
@@ -74,6 +78,15 @@ def train_statements(source: str, filename: str) -> list[Statement]:
 
 def write_recipe(path, text: str) -> None:
     atomic_write_text(path, text)
+
+
+def check_writable(path, option: str) -> None:
+    """Refuse an output whose folder cannot take it, before any time is spent measuring."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise SuggestError(f"{option} {path}: there is no folder '{folder}': create it, or write elsewhere")
+    if not os.access(folder, os.W_OK):
+        raise SuggestError(f"{option} {path}: the folder '{folder}' is not writable: write elsewhere")
 
 
 def _train(document: Document, filename: str) -> Block:
