@@ -188,12 +188,38 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--overwrite", action="store_true", help="replace OUT if it holds files")
     merge.set_defaults(run=_merge, device=None)
 
+    _add_suggest(commands)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of recipes")
     schema.set_defaults(run=_schema)
 
     lsp = commands.add_parser("lsp", help="run the language server on stdin and stdout (for editors)")
     lsp.set_defaults(run=_lsp)
     return parser
+
+
+def _add_suggest(commands) -> None:
+    suggest = commands.add_parser(
+        "suggest", help="measure on the data and write the recipe back with lr or freeze changed"
+    )
+    kinds = suggest.add_subparsers(dest="kind", required=True, metavar="lr|freeze")
+    lr = kinds.add_parser("lr", help="a learning-rate range test: the recipe's lr line scaled")
+    lr.add_argument("file", metavar="RECIPE")
+    lr.add_argument("-o", "--output", metavar="NEW", help="the recipe to write (default: standard output)")
+    lr.add_argument("--epoch", type=_positive, default=1, metavar="N", help="test what trains at epoch N (default 1)")
+    lr.add_argument("--steps", type=_at_least_two, default=100, metavar="N", help="steps of the ramp (default 100)")
+    lr.add_argument("--plot", metavar="PNG", help="the curve (default: NEW.lr.png, or RECIPE's name.lr.png here)")
+    lr.add_argument("--device", metavar="DEVICE", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    lr.set_defaults(run=_suggest)
+    freeze = kinds.add_parser("freeze", help="relative gradient norms per block: the recipe's freeze lines")
+    freeze.add_argument("file", metavar="RECIPE")
+    freeze.add_argument("-o", "--output", metavar="NEW", help="the recipe to write (default: standard output)")
+    freeze.add_argument("--batches", type=_positive, default=8, metavar="N", help="train batches measured (default 8)")
+    freeze.add_argument(
+        "--fraction", type=float, default=0.5, metavar="F", help="train blocks at F of the largest RGN or more (0.5)"
+    )
+    freeze.add_argument("--device", metavar="DEVICE", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    freeze.set_defaults(run=_suggest)
 
 
 def _processes(text: str) -> int:
@@ -223,6 +249,15 @@ def _fraction(text: str) -> float:
         value = -1.0
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"a number from 0 to 1, not '{text}'")
+
+
+def _at_least_two(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a whole number >= 2, not '{text}'")
     return value
 
 
@@ -614,6 +649,42 @@ def _merge(args) -> int:
     held = ", ".join(f"{k} {v:.4f}" for k, v in about["held_out"].items()) or "no val data to measure it on"
     kept = about.get("kept", about["runs"])
     print(f"ftr merge: wrote {args.output} ({about['method']} of {len(kept)} run(s): {held})", file=sys.stderr)
+
+
+def _suggest(args) -> int:
+    from runtime.device import device_error
+    from runtime.suggest.measuring import SuggestError
+
+    command = f"ftr suggest {args.kind}"
+    problem = device_error(args.device)
+    if problem:
+        print(f"{command}: error: {problem}", file=sys.stderr)
+        return 2
+    if args.kind == "lr":
+        from runtime.suggest.lr import LrRequest, suggest_lr
+
+        suggest, request = suggest_lr, LrRequest(args.file, args.output, args.epoch, args.steps, args.plot, args.device)
+    else:
+        from runtime.suggest.freeze import FreezeRequest, suggest_freeze
+
+        suggest, request = (
+            suggest_freeze,
+            FreezeRequest(args.file, args.output, args.batches, args.fraction, args.device),
+        )
+    try:
+        suggestion = suggest(request)
+    except RecipeError as error:
+        return _report(error)
+    except SuggestError as error:
+        print(f"{command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"{command}: error: cannot write the new recipe or its curve: {error.strerror or error}", file=sys.stderr)
+        return 1
+    if not args.output:
+        sys.stdout.write(suggestion.text)
+    for line in suggestion.summary(args.output):
+        print(f"{command}: {line}", file=sys.stderr)
     return 0
 
 
