@@ -224,12 +224,9 @@ def _add_suggest(commands) -> None:
 
 def _processes(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a number of processes is a whole number >= 1, not '{text}'")
-    return value
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"a number of processes is a whole number >= 1, not '{text}'") from None
 
 
 def _positive(text: str) -> int:
