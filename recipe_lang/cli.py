@@ -246,6 +246,7 @@ def _fraction(text: str) -> float:
         value = -1.0
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"a number from 0 to 1, not '{text}'")
+    return value
 
 
 def _at_least_two(text: str) -> int:
@@ -646,6 +647,7 @@ def _merge(args) -> int:
     held = ", ".join(f"{k} {v:.4f}" for k, v in about["held_out"].items()) or "no val data to measure it on"
     kept = about.get("kept", about["runs"])
     print(f"ftr merge: wrote {args.output} ({about['method']} of {len(kept)} run(s): {held})", file=sys.stderr)
+    return 0
 
 
 def _suggest(args) -> int:
