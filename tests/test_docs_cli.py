@@ -38,10 +38,19 @@ OTHER_PROGRAM = re.compile(r"\s*(python (-m \S+|\S+\.py)|ruff|pytest|pip|git|mak
 FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices if actions else {}
+
+
+def _all_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """A command's flags, with those of its own subcommands (`suggest freeze --fraction`)."""
+    nested = [_all_flags(sub) for sub in _subcommands(parser).values()]
+    return set(parser._option_string_actions).union(*nested)
+
+
 def _commands() -> dict[str, set[str]]:
-    parser = _parser()
-    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return {name: set(sub._option_string_actions) for name, sub in subparsers.choices.items()}
+    return {name: _all_flags(sub) for name, sub in _subcommands(_parser()).items()}
 
 
 COMMANDS = _commands()
@@ -126,3 +135,4 @@ def test_the_rules_see_the_pages():
     assert {"check", "plan", "fmt", "run", "compile", "compare", "schema"} <= rows
     assert sum(1 for _ in _cases()) >= 20
     assert {"--root", "--train", "--val", "--epochs"} <= SCRIPT_FLAGS
+    assert {"--fraction", "--batches"} <= COMMANDS["suggest"]
