@@ -28,7 +28,16 @@ from conftest import make_image_folder
 from hypothesis import given, settings
 from test_docs import EXAMPLES, _whole
 from test_fuzz import FUZZ, mutated_recipes
-from test_run import RESUME_RECIPE, assert_rows_close, metrics, recipe_text, run_ok, weights, write_recipe
+from test_run import (
+    RESUME_RECIPE,
+    assert_rows_close,
+    ctrl_c_reaches_python,
+    metrics,
+    recipe_text,
+    run_ok,
+    weights,
+    write_recipe,
+)
 from test_runtime_data import TinyDataset
 
 import recipe_lang
@@ -484,7 +493,9 @@ def test_script_resumes_after_sigkill_and_ctrl_c(capsys, tmp_path, monkeypatch):
     def start(out):
         command = [sys.executable, str(script), "--out", str(out), "--device", "cpu", "--quiet"]
         environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        process = subprocess.Popen(command, cwd=tmp_path, env=environment, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=environment, stderr=subprocess.PIPE, preexec_fn=ctrl_c_reaches_python
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None and not (out / "checkpoint.pt").exists():
             time.sleep(0.01)

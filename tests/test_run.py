@@ -175,6 +175,12 @@ def env() -> dict:
     return e
 
 
+def ctrl_c_reaches_python() -> None:
+    """For a child the test will Ctrl-C: a test suite started in the background (`pytest &`)
+    ignores SIGINT, its children inherit that, and Python then installs no handler for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ftr_command(*args) -> list[str]:
     return [sys.executable, "-m", "recipe_lang.cli", *map(str, args)]
 
@@ -358,6 +364,7 @@ def start_until_first_checkpoint(recipe, out, cwd) -> subprocess.Popen:
         env=env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=ctrl_c_reaches_python,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and not (out / "checkpoint.pt").exists():
