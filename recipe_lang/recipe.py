@@ -495,7 +495,9 @@ class TrainSpec(Strict):
     cache: bool = Field(True, description="train the head on features computed once where that changes no number")
     channels_last: bool = Field(False, description="images and convolution weights in NHWC memory layout")
     compile: bool = Field(False, description="run the model through torch.compile")
-    pseudo_label: PseudoLabel | None = Field(None, description="unlabeled images trained on under confident predictions")
+    pseudo_label: PseudoLabel | None = Field(
+        None, description="unlabeled images trained on under their confident predictions"
+    )
 
 
 # --- evaluate ------------------------------------------------------------------

@@ -51,7 +51,8 @@ def unlabeled_files(path: str) -> list[str]:
     found = []
     for folder, subfolders, files in os.walk(path, followlinks=True):
         subfolders.sort()
-        found += [os.path.join(folder, name) for name in sorted(files) if has_file_allowed_extension(name, IMAGE_EXTENSIONS)]
+        images = [name for name in sorted(files) if has_file_allowed_extension(name, IMAGE_EXTENSIONS)]
+        found += [os.path.join(folder, name) for name in images]
     return found
 
 
