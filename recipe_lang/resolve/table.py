@@ -100,8 +100,8 @@ def _header(plan: Plan) -> str:
     pseudo = train.pseudo_label
     if pseudo is not None and plan.data.unlabeled is not None:
         lines.append(
-            f"pseudo-labels: from epoch {pseudo.start}, the images under {plan.data.unlabeled.path} predicted with "
-            f"probability >= {pseudo.threshold:g} train under that class, loss weight {pseudo.weight:g}"
+            f"pseudo-labels: from epoch {pseudo.start}, images under {plan.data.unlabeled.path} predicted "
+            f"at >= {pseudo.threshold:g} train as that class (loss weight {pseudo.weight:g})"
         )
     return "\n".join(lines)
 
