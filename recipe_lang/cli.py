@@ -415,7 +415,7 @@ def _launch(args) -> int:
         return _report(error)
     if recipe.train.pseudo_label is not None:
         span = recipe.keyword_spans.get(("train", "pseudo_label"))
-        where = f" ({args.file}:{span.line}:{span.col})" if span else ""
+        where = f" ({args.file}:{span.line}:{span.column})" if span else ""
         print(
             f"ftr run: error: --nproc {args.nproc}: pseudo_label{where} takes one process; "
             "run without --nproc, or remove pseudo_label",
