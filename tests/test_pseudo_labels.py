@@ -190,3 +190,29 @@ def test_pseudo_label_belongs_to_classification(folder, capsys, monkeypatch):
     assert code == 1
     assert f"{path}:14:3: error: unlabeled belongs to task classification, not text_classification" in err
     assert f"{path}:24:3: error: pseudo_label belongs to task classification, not text_classification" in err
+
+
+def test_prepare_puts_half_of_the_unlabelled_target_pool_in_class_folders(tmp_path):
+    """digits/prepare.py --unlabeled 0.5: the same labelled draw as without it; of each
+    target class's other images, half go to target/unlabeled/<class>, half to val."""
+    import subprocess
+    import sys
+
+    prepare = Path(__file__).resolve().parent.parent / "recipes" / "digits" / "prepare.py"
+
+    def draw(out, *extra):
+        command = [sys.executable, str(prepare), "--out", str(out), "--shots", "3", "--seed", "1", *extra]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        return {
+            part: sorted(str(p.relative_to(out / "target" / part)) for p in (out / "target" / part).rglob("*.png"))
+            for part in ("train", "val", "unlabeled")
+        }
+
+    plain, split = draw(tmp_path / "plain"), draw(tmp_path / "split", "--unlabeled", "0.5")
+    assert split["train"] == plain["train"] and len(split["train"]) == 15
+    assert not plain["unlabeled"]
+    assert sorted(split["unlabeled"] + split["val"]) == plain["val"]
+    for digit in "56789":
+        pool = sum(1 for name in plain["val"] if name.startswith(f"{digit}/"))
+        unlabeled = sum(1 for name in split["unlabeled"] if name.startswith(f"{digit}/"))
+        assert unlabeled == round(0.5 * pool)
