@@ -19,3 +19,14 @@ for seed in $SEEDS; do
 done
 echo "seeds: $SEEDS; $SECONDS s in all"
 ftr compare --mean "${runs[@]}"
+# per run: final val accuracy, and the pseudo-labels' share and accuracy at their first and last epoch
+python - "${runs[@]}" <<'PY'
+import json, sys
+for run in sys.argv[1:]:
+    rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
+    pseudo = [r for r in rows if "pseudo_share" in r]
+    line = f"{run}: val_accuracy {rows[-1]['val_accuracy']:.4f}"
+    for r in pseudo[:1] + pseudo[-1:]:
+        line += f"; epoch {r['epoch']}: pseudo_share {r['pseudo_share']:.3f}, pseudo_accuracy {r.get('pseudo_accuracy', float('nan')):.3f}"
+    print(line)
+PY
