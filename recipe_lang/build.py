@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from . import nodes as n
 from .diagnostics import Diagnostic, RecipeError, Span, did_you_mean
-from .recipe import FUNCTION_FAMILIES, EarlyStop, LayerDecay, Normalize, Recipe, TopK, metric_key
+from .recipe import FUNCTION_FAMILIES, EarlyStop, LayerDecay, Normalize, PseudoLabel, Recipe, TopK, metric_key
 from .validation_errors import diagnostics_from_validation
 
 BAD = object()  # a value that already has its diagnostic
@@ -337,6 +337,14 @@ def _early_stop(builder: Builder, statement, loc):
     return builder.options(EarlyStop, statement, loc)
 
 
+def _pseudo_label(builder: Builder, statement, loc):
+    """`pseudo_label` alone (the defaults) or `pseudo_label threshold=0.95, weight=1, start=4`."""
+    if isinstance(statement, n.Plain) and not statement.args:
+        builder.spans[loc] = statement.keyword_span
+        return {}
+    return builder.options(PseudoLabel, statement, loc)
+
+
 # keyword -> (field, reader) per block
 def _statements():
     return {
@@ -361,6 +369,7 @@ def _statements():
             "skip_bad_images": ("skip_bad_images", Builder.scalar),
             "max_length": ("max_length", Builder.scalar),
             "group_by_length": ("group_by_length", Builder.scalar),
+            "unlabeled": ("unlabeled", _function("unlabeled source")),
         },
         "train": {
             "epochs": ("epochs", Builder.scalar),
@@ -379,6 +388,7 @@ def _statements():
             "cache": ("cache", Builder.scalar),
             "channels_last": ("channels_last", Builder.scalar),
             "compile": ("compile", Builder.scalar),
+            "pseudo_label": ("pseudo_label", _pseudo_label),
         },
         "evaluate": {
             "metrics": ("metrics", _list("metric")),

@@ -223,6 +223,32 @@ def _sizes(recipe: Recipe):
         )
 
 
+def _pseudo_label(recipe: Recipe):
+    pseudo, unlabeled = recipe.train.pseudo_label, recipe.data.unlabeled
+    if pseudo is None:
+        if unlabeled is not None:
+            yield Diagnostic(
+                "the unlabeled images are not used without pseudo_label",
+                _at(recipe, "data", "unlabeled"),
+                severity="warning",
+                hint="add pseudo_label threshold=0.95 to train, or remove this line",
+            )
+        return
+    if unlabeled is None:
+        yield Diagnostic(
+            "'pseudo_label' needs unlabeled images",
+            recipe.keyword_spans.get(("train", "pseudo_label")) or _at(recipe, "train", "pseudo_label"),
+            hint='add unlabeled images("folder") to data',
+        )
+    epochs = recipe.train.epochs
+    if pseudo.start > epochs:
+        yield Diagnostic(
+            f"start={pseudo.start} is past the last epoch ({epochs})",
+            _at(recipe, "train", "pseudo_label", "start"),
+            hint=f"use a start from 1 to {epochs}, or raise epochs",
+        )
+
+
 CHECKS = (
     task_diagnostics,
     _groups,
@@ -235,4 +261,5 @@ CHECKS = (
     _runnable,
     _schedule,
     _sizes,
+    _pseudo_label,
 )

@@ -413,6 +413,15 @@ def _launch(args) -> int:
         recipe = load(args.file, args.overrides)
     except RecipeError as error:
         return _report(error)
+    if recipe.train.pseudo_label is not None:
+        span = recipe.keyword_spans.get(("train", "pseudo_label"))
+        where = f" ({args.file}:{span.line}:{span.column})" if span else ""
+        print(
+            f"ftr run: error: --nproc {args.nproc}: pseudo_label{where} takes one process; "
+            "run without --nproc, or remove pseudo_label",
+            file=sys.stderr,
+        )
+        return 1
     split = batch_error(recipe.data.batch_size, args.nproc)
     if split:
         print(f"ftr run: error: {split}", file=sys.stderr)

@@ -338,6 +338,14 @@ TRANSFORMS = (
 Transform = _tagged(*TRANSFORMS)
 
 
+class UnlabeledImages(Strict):
+    """`unlabeled images("dir")`: every image under the folder, at any depth; a label a
+    class folder gives is never trained on (it only measures the pseudo-labels)."""
+
+    kind: Literal["images"] = "images"
+    path: str
+
+
 class Normalize(Strict):
     mean: Triple
     std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)]
@@ -357,6 +365,7 @@ class DataSpec(Strict):
     group_by_length: bool = Field(
         False, description="task text_classification: batches of texts of similar length, in a seeded order"
     )
+    unlabeled: UnlabeledImages | None = Field(None, description="images without labels, for pseudo_label")
 
 
 # --- train ---------------------------------------------------------------------
@@ -458,6 +467,16 @@ class LayerDecay(Strict):
     over: str = Field(min_length=1, description="a container module whose children are the layers")
 
 
+class PseudoLabel(Strict):
+    """`pseudo_label threshold=0.95, weight=1, start=4`: from epoch `start`, each epoch
+    begins by predicting the unlabeled images; those predicted with a probability of at
+    least `threshold` train in that epoch under their predicted class."""
+
+    threshold: float = Field(0.95, gt=0, le=1, description="the least top probability a pseudo-label needs")
+    weight: float = Field(1.0, ge=0, description="the pseudo-labelled images' loss over the labelled ones'")
+    start: Size = Field(1, description="the first epoch that uses pseudo-labels")
+
+
 class TrainSpec(Strict):
     epochs: Annotated[int, Field(ge=1, le=100_000)]
     optimizer: Optimizer = AdamW.model_construct()
@@ -476,6 +495,9 @@ class TrainSpec(Strict):
     cache: bool = Field(True, description="train the head on features computed once where that changes no number")
     channels_last: bool = Field(False, description="images and convolution weights in NHWC memory layout")
     compile: bool = Field(False, description="run the model through torch.compile")
+    pseudo_label: PseudoLabel | None = Field(
+        None, description="unlabeled images trained on under their confident predictions"
+    )
 
 
 # --- evaluate ------------------------------------------------------------------
@@ -623,4 +645,5 @@ FUNCTION_FAMILIES = {
     "optimizer": [Sgd, Adam, AdamW, RmsProp],
     "schedule": [Constant, StepSchedule, Cosine, LinearSchedule, OneCycle],
     "metric": list(METRICS),
+    "unlabeled source": [UnlabeledImages],
 }

@@ -58,6 +58,8 @@ STATEMENT_TASK = {
     ("data", "group_by_length"): (TEXT,),
     ("train", "label_smoothing"): LABELS,
     ("train", "channels_last"): IMAGES,
+    ("data", "unlabeled"): (CLASSIFICATION,),
+    ("train", "pseudo_label"): (CLASSIFICATION,),
 }
 
 # how to put right, in a recipe of a task, what belongs to others

@@ -34,6 +34,7 @@ from .metrics import EarlyStop, better
 from .model import enter_phase, train_mode
 from .optim import Rates, build_optimizer, clear_state, steps_per_epoch
 from .progress import Progress
+from .pseudo_labels import PseudoLabels
 from .run_files import read_json, read_jsonl
 from .tasks import runtime_task
 
@@ -104,6 +105,10 @@ class Trainer:
         world = self.dist.world
         if world.distributed and plan.data.group_by_length:
             raise UnsupportedSetting("group_by_length takes one process: remove it, or run without --nproc")
+        if world.distributed and plan.train.pseudo_label is not None:
+            raise UnsupportedSetting("pseudo_label takes one process: remove it, or run without --nproc")
+        self.pseudo = PseudoLabels(plan, self.data.classes) if plan.train.pseudo_label is not None else None
+        self.pseudo_row: dict = {}  # the epoch's pseudo_share and pseudo_accuracy
         if world.distributed:
             try:
                 model = sync_batchnorm(plan, model, self.device)
@@ -309,7 +314,7 @@ class Trainer:
             began = time.perf_counter()
             rates = self.rates.set(self.global_step)
             train_loss = self.train_epoch(epoch)
-            row = {"epoch": epoch, "train_loss": train_loss}
+            row = {"epoch": epoch, "train_loss": train_loss, **self.pseudo_row}
             if self._evaluates(epoch):
                 row.update(self.evaluate(epoch))
             row.update({f"lr/{group}": rate for group, rate in rates.items()})
@@ -344,6 +349,11 @@ class Trainer:
         if phase.first == epoch > 1:
             thawed = set(phase.trainable) - set(plan.phase_of(epoch - 1).trainable)
             clear_state(self.optimizer, [p for name, p in model.named_parameters() if name in thawed])
+        batches = len(self.train_loader)
+        if self.pseudo is not None:  # the model in eval mode labels the unlabeled images
+            self.pseudo_row = self.pseudo.select(
+                epoch, model, self.evaluated, self.device, self.layout, self._autocast, batches
+            )
         loader, _, forward = self._span(epoch)
         enter_phase(model, phase)
         if self.dist.enabled:
@@ -357,7 +367,6 @@ class Trainer:
         forward = forward or self.forward
         accumulate = plan.train.accumulate
         total, seen = 0.0, 0
-        batches = len(self.train_loader)
         self.optimizer.zero_grad(set_to_none=True)
         bar = self.progress.epoch(epoch, plan.epochs, batches)
         for i, batch in enumerate(loader):
@@ -366,9 +375,13 @@ class Trainer:
             steps = (i + 1) % accumulate == 0 or i + 1 == batches
             inputs, targets = self.task.to_device(batch, self.device, self.layout)
             n = self.task.count(targets)
+            chunk = self.pseudo.batch(i, self.device, self.layout) if self.pseudo is not None else None
             with self._gradient_sync(steps):
                 with self._autocast():
-                    loss = self.task.loss(forward, inputs, targets)
+                    if chunk is None:
+                        loss = self.task.loss(forward, inputs, targets)
+                    else:
+                        loss = self.pseudo.loss(self.task.criterion, forward, inputs, targets, chunk)
                 if self.dist.enabled:
                     value = loss.item()
                     finite = math.isfinite(value)

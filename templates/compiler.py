@@ -203,8 +203,17 @@ def train_context(plan: Plan, model: nn.Module) -> dict:
         "reported": plan.reported_rates(),
         "cache": cache,
         "probe": plan.head_init == "probe",
+        "pseudo": _pseudo_label(plan),
         "features": cache or plan.head_init == "probe",  # the FeatureCache class is in the script
     }
+
+
+def _pseudo_label(plan: Plan) -> dict | None:
+    """PSEUDO_LABEL of the script: the unlabeled folder and pseudo_label's options."""
+    spec, source = plan.train.pseudo_label, plan.data.unlabeled
+    if spec is None or source is None:
+        return None
+    return {"path": source.path, "threshold": spec.threshold, "weight": spec.weight, "start": spec.start}
 
 
 def optimizer_call(plan: Plan) -> Call:

@@ -41,6 +41,8 @@ def blockers(train: TrainSpec, data: DataSpec, preprocess: Preprocess, index: Mo
             reasons.append(f"{stage} transforms draw random numbers ({', '.join(dict.fromkeys(random))})")
     if data.skip_bad_images:
         reasons.append("skip_bad_images changes which images share a batch")
+    if train.pseudo_label is not None:
+        reasons.append("pseudo_label trains on unlabeled images through the whole model")
     noisy = _random_modules(index)
     if noisy:
         more = f" and {len(noisy) - 3} more" if len(noisy) > 3 else ""

@@ -45,6 +45,27 @@ def _has_image(folder: str) -> bool:
     )
 
 
+def unlabeled_files(path: str) -> list[str]:
+    """`unlabeled images(path)`: every image file under the folder, at any depth, in
+    depth-first order, names sorted (the compiled script lists them the same way)."""
+    found = []
+    for folder, subfolders, files in os.walk(path, followlinks=True):
+        subfolders.sort()
+        images = [name for name in sorted(files) if has_file_allowed_extension(name, IMAGE_EXTENSIONS)]
+        found += [os.path.join(folder, name) for name in images]
+    return found
+
+
+def unlabeled_images(path: str) -> int:
+    """The number of images `unlabeled images(path)` finds; a missing or empty folder is a Problem."""
+    _require_folder("unlabeled folder", path)
+    _no_link_back(path)
+    count = len(unlabeled_files(path))
+    if not count:
+        raise Problem(f"unlabeled folder '{path}' has no images", hint=f"images end in {', '.join(IMAGE_EXTENSIONS)}")
+    return count
+
+
 def imagefolder_classes(path: str) -> list[str]:
     """The classes torchvision's ImageFolder would find in path/<class>/<image>."""
     _require_folder("data folder", path)

@@ -157,8 +157,8 @@ class Plan(Frozen):
 TASK_FIELDS = ("task", "library", "pool", "max_length", "head_init")
 # statements the language gained after format 1, with their defaults
 ADDED_FIELDS = {
-    "data": {"max_length": None, "group_by_length": False},
-    "train": {"layer_decay": None},
+    "data": {"max_length": None, "group_by_length": False, "unlabeled": None},
+    "train": {"layer_decay": None, "pseudo_label": None},
 }
 
 IMAGENET = Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])

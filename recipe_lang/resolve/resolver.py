@@ -10,7 +10,7 @@ from torch import nn
 from ..diagnostics import Diagnostic, RecipeError
 from ..recipe import Recipe
 from ..validation_errors import span_for
-from . import cache, from_run, layers, weights
+from . import cache, data_check, from_run, layers, weights
 from .plan import Classifier, Group, OptimizerGroup, Phase, Plan, ResolvedWeights
 from .problem import Problem
 from .selectors import ModelIndex, SelectorResolver
@@ -75,6 +75,8 @@ class _Resolution:
         if recipe.model.head_init == "probe":
             self.attempt(("model", "head_init"), _probe_fits, recipe.model)
         classes = task.data_classes(classifier) if self.check_data else None
+        if recipe.data.unlabeled is not None and self.check_data:
+            self.attempt(("data", "unlabeled"), data_check.unlabeled_images, recipe.data.unlabeled.path)
         if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
             self.run_classes(resolved_weights.spec, classes)
         preprocess = task.preprocess(resolved_weights)

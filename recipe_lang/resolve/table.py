@@ -97,6 +97,12 @@ def _header(plan: Plan) -> str:
     if plan.classes is not None:
         shown = ", ".join(plan.classes[:6]) + (", ..." if len(plan.classes) > 6 else "")
         lines.append(f"data: {len(plan.classes)} classes ({shown})")
+    pseudo = train.pseudo_label
+    if pseudo is not None and plan.data.unlabeled is not None:
+        lines.append(
+            f"pseudo-labels: from epoch {pseudo.start}, images under {plan.data.unlabeled.path} predicted "
+            f"at >= {pseudo.threshold:g} train as that class (loss weight {pseudo.weight:g})"
+        )
     return "\n".join(lines)
 
 
