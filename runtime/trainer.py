@@ -27,6 +27,7 @@ from recipe_lang.resolve.plan import Plan
 from . import checkpoint as ckpt
 from .cache import CachedSpan, FeatureCache
 from .data import loaders
+from .distillation import TeacherError, training_loss
 from .distributed import Distributed, DistributedError, rank_seed, sync_batchnorm
 from .head_probe import fit_head
 from .loggers import TensorBoard
@@ -136,6 +137,10 @@ class Trainer:
             else None
         )
         self.stop_metric = plan.evaluate.stop_metric
+        try:  # the task's loss, or with a teacher distillation's
+            self.loss = training_loss(plan, self.task, self.device)
+        except TeacherError as error:
+            raise UnsupportedSetting(str(error)) from None
         self.head = self.model.get_submodule(plan.classifier.path)
         self.cache = FeatureCache(self.out)
         self.cached: CachedSpan | None = None
@@ -368,7 +373,7 @@ class Trainer:
             n = self.task.count(targets)
             with self._gradient_sync(steps):
                 with self._autocast():
-                    loss = self.task.loss(forward, inputs, targets)
+                    loss = self.loss(forward, inputs, targets)
                 if self.dist.enabled:
                     value = loss.item()
                     finite = math.isfinite(value)

@@ -97,7 +97,21 @@ def _header(plan: Plan) -> str:
     if plan.classes is not None:
         shown = ", ".join(plan.classes[:6]) + (", ..." if len(plan.classes) > 6 else "")
         lines.append(f"data: {len(plan.classes)} classes ({shown})")
+    lines += _teacher(plan)
     return "\n".join(lines)
+
+
+def _teacher(plan: Plan) -> list[str]:
+    """distill: the teacher and the loss it enters."""
+    teacher, distill = plan.teacher, plan.train.distill
+    if teacher is None:
+        return []
+    what = f"{teacher.backbone}, head {teacher.head}" if teacher.backbone else "not opened"
+    t, a = distill.temperature, distill.alpha
+    return [
+        f"teacher: run {teacher.run} ({what}), weights {teacher.file}; frozen, in eval mode, on the student's batch",
+        f"loss: {a:g} * {t:g}^2 * KL(teacher || student at T={t:g}) + {1 - a:g} * cross-entropy",
+    ]
 
 
 def _has_background(plan: Plan) -> bool:
