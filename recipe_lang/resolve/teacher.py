@@ -42,8 +42,8 @@ def opened(spec: RunWeights, weights_file: bool = True) -> Teacher:
 
 
 def compare_classes(teacher: Teacher, classes: list[str] | None, head_classes: int | None) -> None:
-    """The teacher's classes are the student's data's, in the same order; without the data
-    read, as many as the student's head has."""
+    """The teacher's classes are the student's data's, in the same order; where the data
+    is not read, as many as the student's head has."""
     learned = teacher.classes
     if learned is None:
         return
