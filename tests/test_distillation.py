@@ -261,3 +261,24 @@ def test_a_teacher_that_went_away_is_a_message(root, capsys, tmp_path):
     with pytest.raises(UnsupportedSetting, match="teacher: run 'runs/gone' is unfinished: it has no model.pt"):
         Trainer(plan, tmp_path / "out", "cpu").setup()
     assert json.loads((root / "runs" / "teacher" / "classes.json").read_text())  # the real teacher is untouched
+
+
+def test_two_processes_give_the_numbers_of_one(root, capsys):
+    """--nproc 2: each process runs the teacher on its share of the batch. Deterministic
+    transforms, the head alone training, BatchNorm in eval mode, batch 16 over 16 images:
+    one step per epoch on the whole set, so only float error may differ."""
+    from test_ddp import compared, ftr_process, relative
+
+    text = student(epochs=2, batch_size=16).replace("random_resized_crop(32), hflip()", "resize(32)")
+    write_recipe(root, text, "ddp.ftr")
+    two = ftr_process("run", "ddp.ftr", "--out", "runs/two", "--device", "cpu", "--quiet", "--nproc", "2", cwd=root)
+    _, err = two.communicate(timeout=240)
+    assert two.returncode == 0, err.decode()
+    run_ok(capsys, root / "ddp.ftr", "runs/one")
+    one, both = metrics("runs/one"), metrics("runs/two")
+    assert [row["epoch"] for row in both] == [row["epoch"] for row in one] == [1, 2]
+    for a, b in zip(one, both, strict=True):
+        a, b = compared(a), compared(b)
+        assert a.keys() == b.keys()
+        assert max(relative(a[key], b[key]) for key in a) < 1e-4, (a, b)
+    assert json.loads(Path("runs/two/summary.json").read_text())["processes"] == 2
