@@ -15,7 +15,17 @@ import pytest
 import torch
 from conftest import make_image_folder
 from test_compile import compile_to, script_ok
-from test_run import assert_rows_close, ftr, metrics, plan_of, recipe_text, run_ok, weights, without_seconds, write_recipe
+from test_run import (
+    assert_rows_close,
+    ftr,
+    metrics,
+    plan_of,
+    recipe_text,
+    run_ok,
+    weights,
+    without_seconds,
+    write_recipe,
+)
 
 from recipe_lang.cli import main
 from runtime.distillation import distillation_loss
@@ -206,7 +216,9 @@ def test_other_classes_name_both_lists_at_the_run_line(root, capsys):
     text = student(head="linear(classes=3)", val="split(0.5)").replace('"data/train"', '"three/train"')
     err = check_error(capsys, text)
     line = line_of(text, 'run "runs/teacher"')
-    assert f"s.ftr:{line}:3: error: the teacher 'runs/teacher' learned other classes than the student's data holds" in err
+    assert (
+        f"s.ftr:{line}:3: error: the teacher 'runs/teacher' learned other classes than the student's data holds" in err
+    )
     assert "the teacher: 4 (class_0, class_1, class_2, class_3)" in err
     assert "the student's data: 3 (class_0, class_1, class_2)" in err
 
@@ -246,7 +258,9 @@ def test_mistakes_at_their_line(root, capsys, text, needle, message):
 def test_other_tasks_are_refused(root, capsys):
     text = student().replace('recipe "student"', 'recipe "student"\ntask detection')
     err = check_error(capsys, text, "--syntax")
-    assert f"s.ftr:{line_of(text, 'distill')}:3: error: 'distill' is built for task classification, not detection" in err
+    assert (
+        f"s.ftr:{line_of(text, 'distill')}:3: error: 'distill' is built for task classification, not detection" in err
+    )
 
 
 def test_a_teacher_that_went_away_is_a_message(root, capsys, tmp_path):
@@ -282,3 +296,35 @@ def test_two_processes_give_the_numbers_of_one(root, capsys):
         assert a.keys() == b.keys()
         assert max(relative(a[key], b[key]) for key in a) < 1e-4, (a, b)
     assert json.loads(Path("runs/two/summary.json").read_text())["processes"] == 2
+
+
+def test_the_demo_script_distills_each_seeds_own_teacher(tmp_path):
+    """recipes/digits/distill_demo.sh with `python` and `ftr` replaced by stand-ins that log their arguments."""
+    import subprocess
+
+    digits = Path(__file__).resolve().parent.parent / "recipes" / "digits"
+    log = tmp_path / "calls"
+    for name in ("python", "ftr"):
+        stub = tmp_path / "bin" / name
+        stub.parent.mkdir(exist_ok=True)
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("SEEDS", None)
+    subprocess.run(["bash", str(digits / "distill_demo.sh")], cwd=tmp_path, env=env, check=True, capture_output=True)
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if c.startswith("ftr run")][0].startswith("ftr run recipes/digits/source.ftr")
+    for seed in (0, 1, 2):
+        teacher = f"ftr run recipes/digits/finetune.ftr --set seed={seed} --out runs/digits-finetune-seed{seed}"
+        at = next(i for i, c in enumerate(calls) if c.startswith(teacher))
+        # each seed draws its labelled images, fine-tunes its teacher on them, then runs both arms
+        assert calls[at - 1] == f"python recipes/digits/prepare.py --out data/digits --shots 10 --seed {seed}"
+        distill = (
+            f'ftr run recipes/digits/distill.ftr --set seed={seed} --set teacher.run="runs/digits-finetune-seed{seed}"'
+            f" --out runs/digits-distill-seed{seed}"
+        )
+        student = f"ftr run recipes/digits/student.ftr --set seed={seed} --out runs/digits-student-seed{seed}"
+        assert calls[at + 1].startswith(student) and calls[at + 2].startswith(distill)
+    teachers = " ".join(f"runs/digits-finetune-seed{seed}" for seed in (0, 1, 2))
+    students = " ".join(f"runs/digits-{arm}-seed{seed}" for seed in (0, 1, 2) for arm in ("student", "distill"))
+    assert calls[-2:] == [f"ftr compare --mean {teachers}", f"ftr compare --mean {students}"]
