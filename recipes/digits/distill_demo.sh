@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The distillation demo, offline, on 2 CPU cores: the fine-tuned resnet18 of demo.sh
 # (finetune.ftr: trained on digits 0-4, then fine-tuned on digits 5-9 from 10 labelled
-# images per class) teaches a mobilenet_v3_small from scratch (distill.ftr), against the
+# images per class) teaches a shufflenet_v2_x0_5 from scratch (distill.ftr), against the
 # same student without a teacher (student.ftr), over SEEDS: seed N draws the 10 labelled
 # images per class (prepare.py --seed N), seeds the runs (--set seed=N), and the teacher
 # of seed N is the fine-tuned run of those same images. `ftr compare --mean` prints each
@@ -33,5 +33,5 @@ print(f"python {platform.python_version()}, torch {torch.__version__}, torchvisi
 echo "seeds: $SEEDS; $SECONDS s in all"
 echo "the teachers (finetune.ftr, resnet18):"
 ftr compare --mean "${teachers[@]}"
-echo "the students (mobilenet_v3_small from scratch):"
+echo "the students (shufflenet_v2_x0_5 from scratch):"
 ftr compare --mean "${runs[@]}"
