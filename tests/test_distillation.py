@@ -328,3 +328,17 @@ def test_the_demo_script_distills_each_seeds_own_teacher(tmp_path):
     teachers = " ".join(f"runs/digits-finetune-seed{seed}" for seed in (0, 1, 2))
     students = " ".join(f"runs/digits-{arm}-seed{seed}" for seed in (0, 1, 2) for arm in ("student", "distill"))
     assert calls[-2:] == [f"ftr compare --mean {teachers}", f"ftr compare --mean {students}"]
+
+
+def test_a_student_run_predicts_without_its_teacher(root, capsys, tmp_path):
+    """predict opens the student's own run folder: its teacher may be gone since."""
+    import shutil
+
+    shutil.copytree(root / "runs" / "teacher", root / "runs" / "moved")
+    recipe = write_recipe(root, student(teacher='teacher {\n  run "runs/moved"\n}\n\n'), "moved.ftr")
+    run_ok(capsys, recipe, "runs/taught")
+    shutil.rmtree(root / "runs" / "moved")
+    code, out, err = ftr(capsys, "predict", "runs/taught", "data/val/class_0/00.png", "--model", "final")
+    assert code == 0, err
+    assert out.splitlines()[0] == "input,label,score"
+    assert out.splitlines()[1].startswith("data/val/class_0/00.png,class_")
