@@ -77,7 +77,7 @@ class _Resolution:
         classes = task.data_classes(classifier) if self.check_data else None
         if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
             self.run_classes(resolved_weights.spec, classes)
-        teacher_plan = self.teacher(classes)
+        teacher_plan = self.teacher_of(classes)
         preprocess = task.preprocess(resolved_weights)
         if preprocess is not None:
             task.check_inputs(model, preprocess)
@@ -194,7 +194,7 @@ class _Resolution:
         if learned is not None:
             self.attempt(("model", "weights"), from_run.compare_classes, spec, learned, classes)
 
-    def teacher(self, classes: list[str] | None):
+    def teacher_of(self, classes: list[str] | None):
         """teacher { run "..." }: its folder checked and its classes compared with the data's."""
         spec = self.recipe.teacher
         if spec is None:
