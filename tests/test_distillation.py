@@ -342,3 +342,14 @@ def test_a_student_run_predicts_without_its_teacher(root, capsys, tmp_path):
     assert code == 0, err
     assert out.splitlines()[0] == "input,label,score"
     assert out.splitlines()[1].startswith("data/val/class_0/00.png,class_")
+
+
+def test_compile_without_the_teachers_folder_is_a_message(root, capsys):
+    recipe = write_recipe(root, student(teacher='teacher {\n  run "runs/nowhere"\n}\n\n'), "nowhere.ftr")
+    code, _, err = ftr(capsys, "compile", recipe, "-o", "nowhere.py")
+    assert code == 1 and not (root / "nowhere.py").exists()
+    assert err.strip().splitlines()[-1] == (
+        "ftr compile: error: cannot read the teacher's run folder 'runs/nowhere': the script builds the "
+        "teacher's architecture from its recipe.ftr (`ftr check` says what is wrong with the folder)"
+    )
+    assert "Traceback" not in err

@@ -55,8 +55,8 @@ def teacher_context(plan: Plan) -> dict | None:
         return None
     if teacher.backbone is None:
         raise CompileError(
-            f"cannot read the teacher's run folder '{teacher.run}': the script is written with the teacher's "
-            "architecture, from its recipe.ftr"
+            f"cannot read the teacher's run folder '{teacher.run}': the script builds the teacher's "
+            f"architecture from its recipe.ftr (`ftr check` says what is wrong with the folder)"
         )
     from recipe_lang.resolve import from_run, resolve
 
