@@ -8,13 +8,24 @@ from pydantic import ValidationError
 
 from . import nodes as n
 from .diagnostics import Diagnostic, RecipeError, Span, did_you_mean
-from .recipe import FUNCTION_FAMILIES, EarlyStop, LayerDecay, Normalize, PseudoLabel, Recipe, TopK, metric_key
+from .recipe import (
+    FUNCTION_FAMILIES,
+    Distill,
+    EarlyStop,
+    LayerDecay,
+    Normalize,
+    PseudoLabel,
+    Recipe,
+    RunWeights,
+    TopK,
+    metric_key,
+)
 from .validation_errors import diagnostics_from_validation
 
 BAD = object()  # a value that already has its diagnostic
 
 HEADER = ("recipe", "seed", "output", "task")
-BLOCKS = ("model", "data", "groups", "train", "evaluate")
+BLOCKS = ("model", "teacher", "data", "groups", "train", "evaluate")
 REQUIRED_BLOCKS = ("model", "data", "train")
 
 
@@ -345,6 +356,18 @@ def _pseudo_label(builder: Builder, statement, loc):
     return builder.options(PseudoLabel, statement, loc)
 
 
+def _distill(builder: Builder, statement, loc):
+    return builder.options(Distill, statement, loc)
+
+
+def _teacher_run(builder: Builder, statement, loc):
+    """`run "folder"` or `run "folder", model=best`: a finished run, as weights run(...) reads it."""
+    if not isinstance(statement, n.Plain) or not statement.args:
+        return builder.error("'run' needs a run folder", statement.keyword_span, hint='write run "runs/name"')
+    builder.spans[loc] = statement.span
+    return builder.arguments(RunWeights, "run", statement.args, loc)
+
+
 # keyword -> (field, reader) per block
 def _statements():
     return {
@@ -356,6 +379,9 @@ def _statements():
             "max_size": ("max_size", Builder.scalar),
             "pool": ("pool", Builder.scalar),
             "head_init": ("head_init", Builder.scalar),
+        },
+        "teacher": {
+            "run": ("run", _teacher_run),
         },
         "data": {
             "train": ("train", _function("data source")),
@@ -389,6 +415,7 @@ def _statements():
             "channels_last": ("channels_last", Builder.scalar),
             "compile": ("compile", Builder.scalar),
             "pseudo_label": ("pseudo_label", _pseudo_label),
+            "distill": ("distill", _distill),
         },
         "evaluate": {
             "metrics": ("metrics", _list("metric")),
@@ -558,6 +585,13 @@ def _read_statement(builder, block_name, table, statement, fields, block_seen):
 def _unknown_statement(builder, block_name, table, statement):
     keyword = statement.keyword
     home = statement_home(keyword)
+    if block_name == "teacher" and home == "model":
+        builder.error(
+            f"a teacher given by '{keyword}' is not built yet",
+            statement.keyword_span,
+            hint='give a finished run of the teacher: run "runs/name" (ftr run writes one)',
+        )
+        return
     if home and home != block_name:
         builder.error(
             f"'{keyword}' is not a statement of {block_name}",

@@ -249,6 +249,36 @@ def _pseudo_label(recipe: Recipe):
         )
 
 
+def _distill(recipe: Recipe):
+    """A teacher and `distill` come together, on a task with class logits."""
+    teacher, distill = recipe.teacher, recipe.train.distill
+    if teacher is not None and distill is None:
+        yield Diagnostic(
+            "a teacher without 'distill' teaches nothing",
+            _at(recipe, "teacher"),
+            hint="add distill temperature=4, alpha=0.5 to train, or remove the teacher block",
+        )
+    if distill is not None and teacher is None:
+        yield Diagnostic(
+            "'distill' needs a teacher",
+            _at(recipe, "train", "distill"),
+            hint='add teacher { run "runs/name" } (a finished run of the same classes)',
+        )
+    if distill is not None and recipe.task != "classification":
+        yield Diagnostic(
+            f"'distill' is built for task classification, not {recipe.task}",
+            _at(recipe, "train", "distill"),
+            hint="remove distill and the teacher block",
+        )
+    if distill is not None and recipe.train.pseudo_label is not None:
+        yield Diagnostic(
+            "'distill' and 'pseudo_label' do not work together: "
+            "the pseudo-labelled images would have no teacher logits",
+            _at(recipe, "train", "distill"),
+            hint="keep one of the two",
+        )
+
+
 CHECKS = (
     task_diagnostics,
     _groups,
@@ -262,4 +292,5 @@ CHECKS = (
     _schedule,
     _sizes,
     _pseudo_label,
+    _distill,
 )

@@ -446,7 +446,7 @@ def _launch(args) -> int:
 
 def _compile(args) -> int:
     """Resolve against the model, never the data or weight files: scripts run elsewhere."""
-    from templates.compiler import compile_plan
+    from templates.compiler import CompileError, compile_plan
 
     from .files import atomic_write_text
     from .resolve import resolve
@@ -457,7 +457,11 @@ def _compile(args) -> int:
     except RecipeError as error:
         return _report(error)
     _warn(recipe)
-    script = compile_plan(plan, recipe.source, recipe.filename, tuple(args.overrides))
+    try:
+        script = compile_plan(plan, recipe.source, recipe.filename, tuple(args.overrides))
+    except CompileError as error:
+        print(f"ftr compile: error: {error}", file=sys.stderr)
+        return 1
     if args.output == "-":
         sys.stdout.write(script)
         return 0

@@ -37,7 +37,7 @@ from .nodes import (
 from .syntax import parse_document
 
 HEADER_ORDER = ("recipe", "seed", "output", "task")
-BLOCK_ORDER = ("model", "data", "groups", "train", "evaluate")
+BLOCK_ORDER = ("model", "teacher", "data", "groups", "train", "evaluate")
 INDENT = "  "
 
 

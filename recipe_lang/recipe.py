@@ -477,6 +477,14 @@ class PseudoLabel(Strict):
     start: Size = Field(1, description="the first epoch that uses pseudo-labels")
 
 
+class Distill(Strict):
+    """`distill temperature=T, alpha=A` (Hinton et al. 2015): the loss is
+    A * T^2 * KL(teacher || student, both softened at T) + (1 - A) * the task's loss."""
+
+    temperature: float = Field(4.0, gt=0, description="the softmax temperature of both models' logits")
+    alpha: Fraction = Field(0.5, description="the weight of the teacher's term; 1 - alpha weighs the labels'")
+
+
 class TrainSpec(Strict):
     epochs: Annotated[int, Field(ge=1, le=100_000)]
     optimizer: Optimizer = AdamW.model_construct()
@@ -498,6 +506,7 @@ class TrainSpec(Strict):
     pseudo_label: PseudoLabel | None = Field(
         None, description="unlabeled images trained on under their confident predictions"
     )
+    distill: Distill | None = Field(None, description="learn from the teacher's logits as well as the labels")
 
 
 # --- evaluate ------------------------------------------------------------------
@@ -574,6 +583,15 @@ class EvaluateSpec(Strict):
         return self.early_stop.metric or self.best
 
 
+# --- teacher -------------------------------------------------------------------
+
+
+class TeacherSpec(Strict):
+    """`teacher { run "runs/big" }`: a finished run whose model teaches the student."""
+
+    run: RunWeights = Field(description='`run "folder"` (model=final | best): the teacher\'s model and classes')
+
+
 # --- recipe --------------------------------------------------------------------
 
 Task = Literal["classification", "detection", "text_classification"]
@@ -588,6 +606,7 @@ class Recipe(Strict):
     output: str | None = Field(None, description="run directory; defaults to runs/<name>")
     task: Task = Field("classification", description="what the model does: what its head, data and metrics may be")
     model: ModelSpec
+    teacher: TeacherSpec | None = Field(None, description="the model `distill` learns from")
     data: DataSpec
     groups: dict[str, SelectorList] = {}
     train: TrainSpec

@@ -27,6 +27,7 @@ from recipe_lang.resolve.plan import Plan
 from . import checkpoint as ckpt
 from .cache import CachedSpan, FeatureCache
 from .data import loaders
+from .distillation import TeacherError, training_loss
 from .distributed import Distributed, DistributedError, rank_seed, sync_batchnorm
 from .head_probe import fit_head
 from .loggers import TensorBoard
@@ -141,6 +142,10 @@ class Trainer:
             else None
         )
         self.stop_metric = plan.evaluate.stop_metric
+        try:  # the task's loss, or with a teacher distillation's
+            self.loss = training_loss(plan, self.task, self.device)
+        except TeacherError as error:
+            raise UnsupportedSetting(str(error)) from None
         self.head = self.model.get_submodule(plan.classifier.path)
         self.cache = FeatureCache(self.out)
         self.cached: CachedSpan | None = None
@@ -379,7 +384,7 @@ class Trainer:
             with self._gradient_sync(steps):
                 with self._autocast():
                     if chunk is None:
-                        loss = self.task.loss(forward, inputs, targets)
+                        loss = self.loss(forward, inputs, targets)
                     else:
                         loss = self.pseudo.loss(self.task.criterion, forward, inputs, targets, chunk)
                 if self.dist.enabled:

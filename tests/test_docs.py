@@ -15,7 +15,7 @@ import recipe_lang
 from recipe_lang.build import STATEMENTS, TOP_LEVEL, Builder, _parameters, family_members
 from recipe_lang.formatter import format_text
 from recipe_lang.nodes import Block
-from recipe_lang.recipe import FUNCTION_FAMILIES, DataSpec, EvaluateSpec, ModelSpec, Recipe, TrainSpec
+from recipe_lang.recipe import FUNCTION_FAMILIES, DataSpec, EvaluateSpec, ModelSpec, Recipe, TeacherSpec, TrainSpec
 from recipe_lang.syntax import parse_document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def test_every_statement_has_a_row(block, keyword):
     assert any(_cells(row)[0] == f"`{keyword}`" for row in ROWS), f"no table row for `{keyword}` ({block})"
 
 
-SPECS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "evaluate": EvaluateSpec}
+SPECS = {"model": ModelSpec, "teacher": TeacherSpec, "data": DataSpec, "train": TrainSpec, "evaluate": EvaluateSpec}
 
 
 def _default(block: str, keyword: str):

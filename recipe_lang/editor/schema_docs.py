@@ -11,17 +11,23 @@ import typing
 from pydantic import BaseModel
 
 from ..build import BLOCKS, STATEMENTS, TOP_LEVEL
-from ..recipe import FUNCTION_FAMILIES, EarlyStop, Normalize, Recipe
+from ..recipe import FUNCTION_FAMILIES, Distill, EarlyStop, Normalize, Recipe
 
 # statements written as options only (`early_stop patience=3`), and their model
-OPTION_STATEMENTS = {("evaluate", "early_stop"): EarlyStop, ("data", "normalize"): Normalize}
+OPTION_STATEMENTS = {
+    ("evaluate", "early_stop"): EarlyStop,
+    ("data", "normalize"): Normalize,
+    ("train", "distill"): Distill,
+}
 NOT_WRITTEN = ("kind", "at")  # fields that are not options of a call
 
 
 def block_class(block: str) -> type[BaseModel] | None:
     if block not in BLOCKS or block == "groups":
         return None
-    return Recipe.model_fields[block].annotation
+    annotation = Recipe.model_fields[block].annotation
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return members[0] if len(members) == 1 else annotation  # `teacher`: TeacherSpec | None
 
 
 def statements_of(block: str | None) -> list[str]:

@@ -83,6 +83,17 @@ class Phase(Frozen):
     cache: bool = Field(False, description="the head trains on features computed once at the span's start")
 
 
+class Teacher(Frozen):
+    """The finished run `distill` learns from: frozen, in eval mode, fed the student's batch."""
+
+    run: str = Field(description="the run folder")
+    model: str = Field(description="final or best: which of its models")
+    file: str = Field(description="the file its weights come from: model.pt or best.pt")
+    backbone: str | None = Field(description="what it trained, as its recipe writes it; None: not opened")
+    head: str | None = Field(description="its head, as its recipe writes it; None: not opened")
+    classes: list[str] | None = Field(description="the classes it learned, in index order (classes.json)")
+
+
 class Plan(Frozen):
     format: int = 1
     name: str
@@ -110,6 +121,7 @@ class Plan(Frozen):
     head_init: str = Field("default", description="probe: the linear head fitted on frozen features before epoch 1")
     pool: str | None = Field(None, description="text: how token states become the head's vector")
     max_length: int | None = Field(None, description="text: tokens kept of each text")
+    teacher: Teacher | None = Field(None, description="distill: the model the student learns from")
     warnings: list[str] = []
 
     @property
@@ -154,11 +166,11 @@ class Plan(Frozen):
 
 
 # fields added to the plan after format 1, left out of the digest at their defaults
-TASK_FIELDS = ("task", "library", "pool", "max_length", "head_init")
+TASK_FIELDS = ("task", "library", "pool", "max_length", "head_init", "teacher")
 # statements the language gained after format 1, with their defaults
 ADDED_FIELDS = {
     "data": {"max_length": None, "group_by_length": False, "unlabeled": None},
-    "train": {"layer_decay": None, "pseudo_label": None},
+    "train": {"layer_decay": None, "pseudo_label": None, "distill": None},
 }
 
 IMAGENET = Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])

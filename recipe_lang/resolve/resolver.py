@@ -10,7 +10,7 @@ from torch import nn
 from ..diagnostics import Diagnostic, RecipeError
 from ..recipe import Recipe
 from ..validation_errors import span_for
-from . import cache, data_check, from_run, layers, weights
+from . import cache, data_check, from_run, layers, teacher, weights
 from .plan import Classifier, Group, OptimizerGroup, Phase, Plan, ResolvedWeights
 from .problem import Problem
 from .selectors import ModelIndex, SelectorResolver
@@ -79,11 +79,14 @@ class _Resolution:
             self.attempt(("data", "unlabeled"), data_check.unlabeled_images, recipe.data.unlabeled.path)
         if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
             self.run_classes(resolved_weights.spec, classes)
+        teacher_plan = self.teacher_of(classes)
         preprocess = task.preprocess(resolved_weights)
         if preprocess is not None:
             task.check_inputs(model, preprocess)
         self.fail_if_errors()
         blocked = task.cache_blockers(preprocess, index)
+        if teacher_plan is not None:
+            blocked = [*blocked, "distill: the teacher takes the images, not the features"]
         phases = [p.model_copy(update={"cache": cache.cached(p, index, blocked)}) for p in phases]
         recipe._warnings = recipe.warnings + self.diagnostics
         return Plan(
@@ -110,6 +113,7 @@ class _Resolution:
             evaluate=recipe.evaluate,
             cache_blockers=blocked,
             head_init=recipe.model.head_init,
+            teacher=teacher_plan,
             warnings=[d.render(recipe.source, recipe.filename) for d in self.diagnostics],
             **task.plan_fields(),
         )
@@ -191,6 +195,24 @@ class _Resolution:
         learned = self.attempt(("model", "weights", "path"), from_run.run_classes, spec.path)
         if learned is not None:
             self.attempt(("model", "weights"), from_run.compare_classes, spec, learned, classes)
+
+    def teacher_of(self, classes: list[str] | None):
+        """teacher { run "..." }: its folder checked and its classes compared with the data's."""
+        spec = self.recipe.teacher
+        if spec is None:
+            return None
+        if not self.check_weights_file:  # its recipe and classes where they can be read, no diagnostic
+            try:
+                return teacher.opened(spec.run, weights_file=False)
+            except Problem:
+                return teacher.unopened(spec.run)
+        found = self.attempt(("teacher", "run", "path"), teacher.opened, spec.run)
+        if found is None:
+            return None
+        head = self.recipe.model.head
+        head_classes = head.classes if head is not None else None
+        self.attempt(("teacher", "run"), teacher.compare_classes, found, classes, head_classes)
+        return found
 
     # --- groups ----------------------------------------------------------------
 

@@ -103,7 +103,21 @@ def _header(plan: Plan) -> str:
             f"pseudo-labels: from epoch {pseudo.start}, images under {plan.data.unlabeled.path} predicted "
             f"at >= {pseudo.threshold:g} train as that class (loss weight {pseudo.weight:g})"
         )
+    lines += _teacher(plan)
     return "\n".join(lines)
+
+
+def _teacher(plan: Plan) -> list[str]:
+    """distill: the teacher and the loss it enters."""
+    teacher, distill = plan.teacher, plan.train.distill
+    if teacher is None:
+        return []
+    what = f"{teacher.backbone}, head {teacher.head}" if teacher.backbone else "not opened"
+    t, a = distill.temperature, distill.alpha
+    return [
+        f"teacher: run {teacher.run} ({what}), weights {teacher.file}; frozen, in eval mode, on the student's batch",
+        f"loss: {a:g} * {t:g}^2 * KL(teacher || student at T={t:g}) + {1 - a:g} * cross-entropy",
+    ]
 
 
 def _has_background(plan: Plan) -> bool:

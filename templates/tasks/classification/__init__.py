@@ -14,7 +14,7 @@ from torch import nn
 from recipe_lang.resolve import architectures, timm_models
 from recipe_lang.resolve.plan import Plan
 
-from ...code import Call, Code
+from ...code import Call, Code, CompileError
 from ...literals import identifier
 from ...transforms import transform_call, transform_imports
 
@@ -41,9 +41,36 @@ def context(plan: Plan, model: nn.Module) -> dict:
         "described": f"timm's {plan.backbone}" if timm else f"torchvision's {identifier(plan.backbone)}",
         "per_class": False,
         "dict_inputs": False,
+        "teacher": teacher_context(plan),
     }
     task["imports"] = imports(task)
     return task
+
+
+def teacher_context(plan: Plan) -> dict | None:
+    """distill: the teacher's architecture as its run built it (its recipe resolved again,
+    as `ftr predict` opens a run), without its weights, which TEACHER_FILE holds."""
+    teacher = plan.teacher
+    if teacher is None:
+        return None
+    if teacher.backbone is None:
+        raise CompileError(
+            f"cannot read the teacher's run folder '{teacher.run}': the script builds the teacher's "
+            f"architecture from its recipe.ftr (`ftr check` says what is wrong with the folder)"
+        )
+    from recipe_lang.resolve import from_run, resolve
+
+    run = from_run.run_recipe(teacher.run)
+    taught = resolve(run, data=False, weights_file=False)
+    model = export_context(taught)["model"]
+    return {
+        "model": model,
+        "classifier": taught.classifier.path,
+        "file": teacher.file,
+        "described": f"run {teacher.run}, {teacher.backbone} with head {teacher.head}",
+        "temperature": plan.train.distill.temperature,
+        "alpha": plan.train.distill.alpha,
+    }
 
 
 # --- the model -----------------------------------------------------------------

@@ -33,6 +33,7 @@ def context(plan: Plan, model: nn.Module) -> dict:
         "described": f"the Hugging Face encoder {plan.backbone}",
         "per_class": False,
         "dict_inputs": True,
+        "teacher": None,  # distill is image classification's (checks.py refuses it here)
     }
     task["imports"] = imports(kinds, plan.data.group_by_length)
     return task

@@ -1,0 +1,355 @@
+"""Knowledge distillation: `teacher { run "folder" }` and `distill temperature=T, alpha=A`.
+
+A teacher is a one-epoch resnet18 run on the 4-class fixture images (a module-scoped
+fixture, a few seconds); the students are resnet18 heads on the same images at 32 px.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image_folder
+from test_compile import compile_to, script_ok
+from test_run import (
+    assert_rows_close,
+    ftr,
+    metrics,
+    plan_of,
+    recipe_text,
+    run_ok,
+    weights,
+    without_seconds,
+    write_recipe,
+)
+
+from recipe_lang.cli import main
+from runtime.distillation import distillation_loss
+from runtime.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEACHER_BLOCK = 'teacher {\n  run "runs/teacher"\n}\n\n'
+
+
+def student(distill: str | None = "distill temperature=2, alpha=0.5", teacher: str | None = TEACHER_BLOCK, **changes):
+    """recipe_text's resnet18 head (2 epochs), with a teacher block before data and `distill` in train."""
+    text = recipe_text(name="student", train=distill or "", **changes)
+    return text.replace("data {", (teacher or "") + "data {", 1)
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """A folder with data/ (4 classes) and runs/teacher, a finished one-epoch resnet18 run."""
+    root = tmp_path_factory.mktemp("distill")
+    make_image_folder(root / "data" / "train", per_class=4, size=32, seed=1)
+    make_image_folder(root / "data" / "val", per_class=2, size=32, seed=2)
+    make_image_folder(root / "three" / "train", classes=3, per_class=2, size=32, seed=3)
+    recipe = write_recipe(root, recipe_text(name="teacher", epochs=1, freeze=""), "teacher.ftr")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        code = main(["run", str(recipe), "--out", "runs/teacher", "--device", "cpu", "--quiet"])
+    torch.set_num_threads(threads)
+    assert code == 0
+    return root
+
+
+@pytest.fixture
+def root(taught, monkeypatch):
+    monkeypatch.chdir(taught)
+    return taught
+
+
+def check_error(capsys, text: str, *extra) -> str:
+    write_recipe(Path.cwd(), text, "s.ftr")
+    code, _, err = ftr(capsys, "check", "s.ftr", *extra)
+    assert code == 1, err
+    return err
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+# --- the loss ------------------------------------------------------------------------
+
+
+def test_the_loss_is_hintons_computed_by_hand():
+    student_logits = [[2.0, -1.0, 0.5], [0.1, 0.2, -0.3]]
+    teacher_logits = [[3.0, 0.0, -1.0], [-0.5, 1.5, 0.0]]
+    labels = [0, 2]
+    temperature, alpha = 2.0, 0.3
+
+    def softmax(row, t):
+        exps = [math.exp(x / t) for x in row]
+        return [e / sum(exps) for e in exps]
+
+    kl = 0.0
+    for s, t in zip(student_logits, teacher_logits, strict=True):
+        p, q = softmax(t, temperature), softmax(s, temperature)
+        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+    kl /= len(labels)
+    ce = -sum(math.log(softmax(s, 1.0)[y]) for s, y in zip(student_logits, labels, strict=True)) / len(labels)
+    expected = alpha * temperature**2 * kl + (1 - alpha) * ce
+
+    got = distillation_loss(
+        torch.tensor(student_logits),
+        torch.tensor(teacher_logits),
+        torch.tensor(labels),
+        torch.nn.CrossEntropyLoss(),
+        temperature,
+        alpha,
+    )
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert kl > 0.05 and ce > 0.5  # both terms count: a formula that dropped one would differ
+    same = torch.tensor(student_logits)
+    only_kl = distillation_loss(same, same, torch.tensor(labels), torch.nn.CrossEntropyLoss(), temperature, 1.0)
+    assert only_kl.item() == pytest.approx(0.0, abs=1e-7)  # the teacher's own logits cost nothing
+
+
+# --- runs ----------------------------------------------------------------------------
+
+
+def test_alpha_zero_is_the_plain_run_number_for_number(root, capsys):
+    plain = write_recipe(root, student(distill=None, teacher=None), "plain.ftr")
+    zero = write_recipe(root, student("distill temperature=2, alpha=0"), "zero.ftr")
+    run_ok(capsys, plain, "runs/plain")
+    run_ok(capsys, zero, "runs/zero")
+    assert without_seconds(metrics("runs/zero")) == without_seconds(metrics("runs/plain"))
+    a, b = weights("runs/zero/model.pt"), weights("runs/plain/model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_alpha_above_zero_changes_the_numbers_and_the_teacher_stays_as_it_was(root, capsys):
+    run_ok(capsys, write_recipe(root, student(distill=None, teacher=None), "plain.ftr"), "runs/plain2")
+    recipe = write_recipe(root, student(), "half.ftr")
+    before = (root / "runs" / "teacher" / "model.pt").read_bytes()
+    (root / "runs" / "half").mkdir()
+    trainer = Trainer(plan_of(recipe), root / "runs" / "half", "cpu")
+    trainer.setup()
+    trainer.train()
+    teacher = trainer.loss.teacher
+    assert not teacher.training and not any(m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    saved = weights(root / "runs" / "teacher" / "model.pt")
+    state = teacher.state_dict()
+    assert state.keys() == saved.keys()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)  # running statistics included
+    assert (root / "runs" / "teacher" / "model.pt").read_bytes() == before
+
+    rows, plain = metrics(root / "runs" / "half"), metrics("runs/plain2")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(a["train_loss"] != b["train_loss"] for a, b in zip(rows, plain, strict=True))
+    assert all(a["val_loss"] != b["val_loss"] for a, b in zip(rows, plain, strict=True))
+    assert not torch.equal(trainer.model.fc.weight.detach(), weights("runs/plain2/model.pt")["fc.weight"])
+
+
+def test_the_compiled_script_gives_ftr_runs_numbers(root, capsys):
+    recipe = write_recipe(root, student("distill temperature=3, alpha=0.7"), "s.ftr")
+    script = compile_to(capsys, recipe, root / "s.py")
+    assert 'TEACHER_FILE = "runs/teacher/model.pt"' in script
+    assert "TEMPERATURE = 3.0" in script and "ALPHA = 0.7" in script
+    assert "recipe_lang" not in script and "runtime" not in script.replace("RuntimeError", "")
+    run_ok(capsys, recipe, root / "runs" / "by_ftr")
+    script_ok(capsys, root / "s.py", root / "runs" / "by_script")
+    assert_rows_close(metrics(root / "runs" / "by_script"), metrics(root / "runs" / "by_ftr"), rel=0)
+    a, b = weights(root / "runs" / "by_script" / "model.pt"), weights(root / "runs" / "by_ftr" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_gives_the_run_that_never_stopped(root, capsys, monkeypatch):
+    recipe = write_recipe(root, student(epochs=3), "resume.ftr")
+    run_ok(capsys, recipe, "runs/full")
+    save = Trainer.save_checkpoint
+
+    def save_then_stop(self, epoch):
+        save(self, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_stop)
+    assert main(["run", str(recipe), "--out", "runs/stopped", "--device", "cpu", "--quiet"]) == 130
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    assert len(metrics("runs/stopped")) == 1
+    run_ok(capsys, recipe, "runs/stopped", "--resume")
+    assert without_seconds(metrics("runs/stopped")) == without_seconds(metrics("runs/full"))
+
+
+def test_plan_shows_the_teacher_and_the_loss(root, capsys):
+    recipe = write_recipe(root, student("distill temperature=4, alpha=0.25"), "s.ftr")
+    code, out, err = ftr(capsys, "plan", recipe)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert (
+        "teacher: run runs/teacher (resnet18, head linear(classes=4)), weights runs/teacher/model.pt; "
+        "frozen, in eval mode, on the student's batch"
+    ) in lines
+    assert "loss: 0.25 * 4^2 * KL(teacher || student at T=4) + 0.75 * cross-entropy" in lines
+    cache = next(line for line in lines if line.startswith("feature cache: "))
+    assert cache.startswith("feature cache: none; ")
+    assert cache.endswith("distill: the teacher takes the images, not the features")
+
+
+def test_no_feature_cache_with_a_teacher(root):
+    """Deterministic transforms and a head alone training: cached without a teacher, not with one."""
+    fixed = {"data": ""}
+    text = recipe_text(name="student", **fixed).replace("random_resized_crop(32), hflip()", "resize(32)")
+    plain = plan_of(write_recipe(root, text, "fixed.ftr"))
+    assert all(phase.cache for phase in plain.phases)
+    with_teacher = text.replace("data {", TEACHER_BLOCK + "data {", 1).replace(
+        "  freeze all except head", "  freeze all except head\n  distill"
+    )
+    plan = plan_of(write_recipe(root, with_teacher, "fixed_teacher.ftr"))
+    assert not any(phase.cache for phase in plan.phases)
+
+
+# --- mistakes, at their line -----------------------------------------------------------
+
+
+def test_other_classes_name_both_lists_at_the_run_line(root, capsys):
+    text = student(head="linear(classes=3)", val="split(0.5)").replace('"data/train"', '"three/train"')
+    err = check_error(capsys, text)
+    line = line_of(text, 'run "runs/teacher"')
+    assert (
+        f"s.ftr:{line}:3: error: the teacher 'runs/teacher' learned other classes than the student's data holds" in err
+    )
+    assert "the teacher: 4 (class_0, class_1, class_2, class_3)" in err
+    assert "the student's data: 3 (class_0, class_1, class_2)" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "needle", "message"),
+    [
+        (student(distill=None), "teacher {", "error: a teacher without 'distill' teaches nothing"),
+        (student(teacher=None), "distill", "error: 'distill' needs a teacher"),
+        (student("distill temperature=0"), "distill", "error: invalid temperature: must be greater than 0"),
+        (student("distill alpha=1.5"), "distill", "error: invalid alpha: must be at most 1"),
+        (student("distill 4"), "distill", "error: 'distill' takes options"),
+        (
+            student(teacher='teacher {\n  run "runs/nowhere"\n}\n\n'),
+            "runs/nowhere",
+            "error: run folder 'runs/nowhere' does not exist",
+        ),
+        (
+            student(teacher='teacher {\n  run "runs/teacher", model=best\n}\n\n'),
+            "runs/teacher",
+            "error: run 'runs/teacher' has no best.pt",
+        ),
+        (
+            student(teacher="teacher {\n  backbone resnet50\n}\n\n"),
+            "backbone resnet50",
+            "error: a teacher given by 'backbone' is not built yet",
+        ),
+    ],
+    ids=["teacher-alone", "distill-alone", "temperature", "alpha", "positional", "missing", "no-best", "backbone"],
+)
+def test_mistakes_at_their_line(root, capsys, text, needle, message):
+    err = check_error(capsys, text)
+    line = line_of(text, needle)
+    assert f"s.ftr:{line}:" in err and message in err, err
+
+
+def test_other_tasks_are_refused(root, capsys):
+    text = student().replace('recipe "student"', 'recipe "student"\ntask detection')
+    err = check_error(capsys, text, "--syntax")
+    assert (
+        f"s.ftr:{line_of(text, 'distill')}:3: error: 'distill' is built for task classification, not detection" in err
+    )
+
+
+def test_a_teacher_that_went_away_is_a_message(root, capsys, tmp_path):
+    recipe = write_recipe(root, student(teacher='teacher {\n  run "runs/gone"\n}\n\n'), "gone.ftr")
+    (root / "runs" / "gone").mkdir(exist_ok=True)
+    for name in ("recipe.ftr", "classes.json", "model.pt"):
+        (root / "runs" / "gone" / name).write_bytes((root / "runs" / "teacher" / name).read_bytes())
+    plan = plan_of(recipe)
+    os.remove(root / "runs" / "gone" / "model.pt")
+    from runtime.trainer import UnsupportedSetting
+
+    with pytest.raises(UnsupportedSetting, match="teacher: run 'runs/gone' is unfinished: it has no model.pt"):
+        Trainer(plan, tmp_path / "out", "cpu").setup()
+    assert json.loads((root / "runs" / "teacher" / "classes.json").read_text())  # the real teacher is untouched
+
+
+def test_two_processes_give_the_numbers_of_one(root, capsys):
+    """--nproc 2: each process runs the teacher on its share of the batch. Deterministic
+    transforms, the head alone training, BatchNorm in eval mode, batch 16 over 16 images:
+    one step per epoch on the whole set, so only float error may differ."""
+    from test_ddp import compared, ftr_process, relative
+
+    text = student(epochs=2, batch_size=16).replace("random_resized_crop(32), hflip()", "resize(32)")
+    write_recipe(root, text, "ddp.ftr")
+    two = ftr_process("run", "ddp.ftr", "--out", "runs/two", "--device", "cpu", "--quiet", "--nproc", "2", cwd=root)
+    _, err = two.communicate(timeout=240)
+    assert two.returncode == 0, err.decode()
+    run_ok(capsys, root / "ddp.ftr", "runs/one")
+    one, both = metrics("runs/one"), metrics("runs/two")
+    assert [row["epoch"] for row in both] == [row["epoch"] for row in one] == [1, 2]
+    for a, b in zip(one, both, strict=True):
+        a, b = compared(a), compared(b)
+        assert a.keys() == b.keys()
+        assert max(relative(a[key], b[key]) for key in a) < 1e-4, (a, b)
+    assert json.loads(Path("runs/two/summary.json").read_text())["processes"] == 2
+
+
+def test_the_demo_script_distills_each_seeds_own_teacher(tmp_path):
+    """recipes/digits/distill_demo.sh with `python` and `ftr` replaced by stand-ins that log their arguments."""
+    import subprocess
+
+    digits = Path(__file__).resolve().parent.parent / "recipes" / "digits"
+    log = tmp_path / "calls"
+    for name in ("python", "ftr"):
+        stub = tmp_path / "bin" / name
+        stub.parent.mkdir(exist_ok=True)
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("SEEDS", None)
+    subprocess.run(["bash", str(digits / "distill_demo.sh")], cwd=tmp_path, env=env, check=True, capture_output=True)
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if c.startswith("ftr run")][0].startswith("ftr run recipes/digits/source.ftr")
+    for seed in (0, 1, 2):
+        teacher = f"ftr run recipes/digits/finetune.ftr --set seed={seed} --out runs/digits-finetune-seed{seed}"
+        at = next(i for i, c in enumerate(calls) if c.startswith(teacher))
+        # each seed draws its labelled images, fine-tunes its teacher on them, then runs both arms
+        assert calls[at - 1] == f"python recipes/digits/prepare.py --out data/digits --shots 10 --seed {seed}"
+        distill = (
+            f'ftr run recipes/digits/distill.ftr --set seed={seed} --set teacher.run="runs/digits-finetune-seed{seed}"'
+            f" --out runs/digits-distill-seed{seed}"
+        )
+        student = f"ftr run recipes/digits/student.ftr --set seed={seed} --out runs/digits-student-seed{seed}"
+        assert calls[at + 1].startswith(student) and calls[at + 2].startswith(distill)
+    teachers = " ".join(f"runs/digits-finetune-seed{seed}" for seed in (0, 1, 2))
+    students = " ".join(f"runs/digits-{arm}-seed{seed}" for seed in (0, 1, 2) for arm in ("student", "distill"))
+    assert calls[-2:] == [f"ftr compare --mean {teachers}", f"ftr compare --mean {students}"]
+
+
+def test_a_student_run_predicts_without_its_teacher(root, capsys, tmp_path):
+    """predict opens the student's own run folder: its teacher may be gone since."""
+    import shutil
+
+    shutil.copytree(root / "runs" / "teacher", root / "runs" / "moved")
+    recipe = write_recipe(root, student(teacher='teacher {\n  run "runs/moved"\n}\n\n'), "moved.ftr")
+    run_ok(capsys, recipe, "runs/taught")
+    shutil.rmtree(root / "runs" / "moved")
+    code, out, err = ftr(capsys, "predict", "runs/taught", "data/val/class_0/00.png", "--model", "final")
+    assert code == 0, err
+    assert out.splitlines()[0] == "input,label,score"
+    assert out.splitlines()[1].startswith("data/val/class_0/00.png,class_")
+
+
+def test_compile_without_the_teachers_folder_is_a_message(root, capsys):
+    recipe = write_recipe(root, student(teacher='teacher {\n  run "runs/nowhere"\n}\n\n'), "nowhere.ftr")
+    code, _, err = ftr(capsys, "compile", recipe, "-o", "nowhere.py")
+    assert code == 1 and not (root / "nowhere.py").exists()
+    assert err.strip().splitlines()[-1] == (
+        "ftr compile: error: cannot read the teacher's run folder 'runs/nowhere': the script builds the "
+        "teacher's architecture from its recipe.ftr (`ftr check` says what is wrong with the folder)"
+    )
+    assert "Traceback" not in err
