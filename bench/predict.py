@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PLAIN = '''
+PLAIN = """
 import csv, os, sys
 import torch, torchvision
 from PIL import Image
@@ -52,7 +52,7 @@ with open(out, "w", newline="") as f, torch.inference_mode():
         score, label = model(x).softmax(1).max(1)
         for i, c, s in zip(index.tolist(), label.tolist(), score.tolist()):
             w.writerow([files[i], classes[c], f"{s:.6g}"])
-'''
+"""
 
 
 def plain_loop(model, files: list[str], pipeline, classes: list[str], out) -> None:
@@ -158,9 +158,7 @@ def main() -> None:
         f"| prediction loop, s (images/s) | {median(plain):.2f} ({count / median(plain):.0f}) "
         f"| {median(ftr):.2f} ({count / median(ftr):.0f}) | {median(ftr) / median(plain):.3f} |"
     )
-    print(
-        f"| whole process, s | {median(plain_p):.2f} | {median(ftr_p):.2f} | {median(ftr_p) / median(plain_p):.3f} |"
-    )
+    print(f"| whole process, s | {median(plain_p):.2f} | {median(ftr_p):.2f} | {median(ftr_p) / median(plain_p):.3f} |")
 
 
 if __name__ == "__main__":
