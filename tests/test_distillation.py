@@ -330,8 +330,9 @@ def test_the_demo_script_distills_each_seeds_own_teacher(tmp_path):
     assert calls[-2:] == [f"ftr compare --mean {teachers}", f"ftr compare --mean {students}"]
 
 
-def test_a_student_run_predicts_without_its_teacher(root, capsys, tmp_path):
-    """predict opens the student's own run folder: its teacher may be gone since."""
+def test_a_student_run_predicts_and_exports_without_its_teacher(root, capsys, tmp_path):
+    """predict and export open the student's own run folder: its teacher may be gone since,
+    and the exported model is the student alone."""
     import shutil
 
     shutil.copytree(root / "runs" / "teacher", root / "runs" / "moved")
@@ -342,6 +343,10 @@ def test_a_student_run_predicts_without_its_teacher(root, capsys, tmp_path):
     assert code == 0, err
     assert out.splitlines()[0] == "input,label,score"
     assert out.splitlines()[1].startswith("data/val/class_0/00.png,class_")
+    code, _, err = ftr(capsys, "export", "runs/taught", "-o", "exported")
+    assert code == 0, err
+    script = (root / "exported" / "predict.py").read_text()
+    assert "teacher" not in script.lower() and "def build_model" in script
 
 
 def test_compile_without_the_teachers_folder_is_a_message(root, capsys):

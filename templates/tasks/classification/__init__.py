@@ -187,6 +187,7 @@ def export_context(plan: Plan) -> dict:
     return {
         "model": {**model, "builder": Call(builder.func, *builder.args, **kwargs)},
         "data": {"eval_transforms": eval_transforms, "mean": plan.preprocess.mean, "std": plan.preprocess.std},
+        "teacher": None,  # the exported model is the student alone
         "requires": f"torch, torchvision{', timm' if timm else ''} and safetensors",
         "imports": [
             *(["import timm"] if timm else []),
