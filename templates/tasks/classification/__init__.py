@@ -53,6 +53,22 @@ def teacher_context(plan: Plan) -> dict | None:
     teacher = plan.teacher
     if teacher is None:
         return None
+    shared = {
+        "file": teacher.file,
+        "described": teacher.described,
+        "temperature": plan.train.distill.temperature,
+        "alpha": plan.train.distill.alpha,
+    }
+    if teacher.architecture is not None:  # given as in model: the plan's builder and head for it
+        architecture = teacher.architecture
+        spec = architecture.weights.spec
+        return {
+            **shared,
+            "model": model_context(architecture),
+            "classifier": architecture.classifier.path,
+            "key": spec.key if spec.kind == "file" else None,
+            "strip": spec.strip if spec.kind == "file" else None,
+        }
     if teacher.backbone is None:
         raise CompileError(
             f"cannot read the teacher's run folder '{teacher.run}': the script builds the teacher's "
@@ -64,12 +80,12 @@ def teacher_context(plan: Plan) -> dict | None:
     taught = resolve(run, data=False, weights_file=False)
     model = export_context(taught)["model"]
     return {
+        **shared,
         "model": model,
         "classifier": taught.classifier.path,
-        "file": teacher.file,
         "described": f"run {teacher.run}, {teacher.backbone} with head {teacher.head}",
-        "temperature": plan.train.distill.temperature,
-        "alpha": plan.train.distill.alpha,
+        "key": None,
+        "strip": None,
     }
 
 
