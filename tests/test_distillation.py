@@ -413,6 +413,20 @@ def test_a_teacher_as_in_model_is_frozen_and_spends_no_seed(teacher_files, capsy
     assert all(torch.equal(a[k], b[k]) for k in b)  # alpha=0: the plain run, number for number
 
 
+def test_a_teacher_file_with_key_and_strip_is_read_alike_by_both_back_ends(teacher_files, capsys):
+    """file("...", key=, strip=) as model reads it: a checkpoint wrapping a DataParallel state."""
+    root = teacher_files
+    state = torch.load(root / "models" / "teacher.pt", weights_only=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, root / "models" / "wrapped.pt")
+    wrapped = model_teacher(weights='file("models/wrapped.pt", key="state_dict", strip="module.")')
+    recipe = write_recipe(root, student("distill temperature=2, alpha=1", wrapped, epochs=1), "wrapped.ftr")
+    script = compile_to(capsys, recipe, root / "wrapped.py")
+    assert 'state = state["state_dict"]' in script and 'name.removeprefix("module.")' in script
+    run_ok(capsys, recipe, "runs/wrapped_by_ftr")
+    script_ok(capsys, root / "wrapped.py", root / "runs" / "wrapped_by_script")
+    assert_rows_close(metrics(root / "runs" / "wrapped_by_script"), metrics("runs/wrapped_by_ftr"), rel=0)
+
+
 def test_plan_shows_a_teacher_as_in_model(teacher_files, capsys):
     recipe = write_recipe(teacher_files, student("distill temperature=4, alpha=0.25", model_teacher()), "s.ftr")
     code, out, err = ftr(capsys, "plan", recipe)

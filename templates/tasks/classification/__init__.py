@@ -66,6 +66,7 @@ def teacher_context(plan: Plan) -> dict | None:
             **shared,
             "model": model_context(architecture),
             "classifier": architecture.classifier.path,
+            "as_in_model": True,
             "key": spec.key if spec.kind == "file" else None,
             "strip": spec.strip if spec.kind == "file" else None,
         }
@@ -84,6 +85,7 @@ def teacher_context(plan: Plan) -> dict | None:
         "model": model,
         "classifier": taught.classifier.path,
         "described": f"run {teacher.run}, {teacher.backbone} with head {teacher.head}",
+        "as_in_model": False,
         "key": None,
         "strip": None,
     }
