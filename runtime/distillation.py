@@ -1,5 +1,5 @@
-"""Knowledge distillation (Hinton et al. 2015): the student learns from a finished run's
-logits as well as from the labels.
+"""Knowledge distillation (Hinton et al. 2015): the student learns from a teacher's
+logits (a finished run's model, or one given as in `model`) as well as from the labels.
 
 The trainer calls one thing, `training_loss(plan, task, device)`: the task's own loss
 without a teacher, else a `Distillation` that computes, on the same augmented batch,
@@ -7,7 +7,8 @@ without a teacher, else a `Distillation` that computes, on the same augmented ba
     alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * the task's loss
 
 (KL summed over the classes, averaged over the batch). The teacher is the run's model
-as `ftr predict` opens it (runtime/trained.py): frozen, in eval mode, run without
+as `ftr predict` opens it (runtime/trained.py), or the plan's TeacherModel built as a
+trained run's model is (tasks/classification.trained_classifier): frozen, in eval mode, run without
 gradients, and built without spending the seed, so that with alpha=0 a run is the
 plain run number for number.
 """

@@ -175,7 +175,7 @@ def metrics_context(plan: Plan) -> dict:
 def imports(task: dict) -> list[str]:
     data = task["data"]
     statements = [
-        *(["import timm"] if task["model"]["library"] == "timm" else []),
+        *(["import timm"] if "timm" in _libraries(task) else []),
         "import torchvision",
         "from PIL import Image, UnidentifiedImageError",
         "from torch.utils.data import Dataset, default_collate",
@@ -186,6 +186,12 @@ def imports(task: dict) -> list[str]:
     if "synthetic" in data["kinds"]:
         statements.append("from torchvision.transforms.v2 import functional as F")
     return statements
+
+
+def _libraries(task: dict) -> set[str]:
+    """Who builds the model, and the teacher (distill)."""
+    teacher = task.get("teacher")
+    return {task["model"]["library"], *([teacher["model"]["library"]] if teacher else [])}
 
 
 # --- predict.py of an exported model (ftr export) ------------------------------------
