@@ -427,6 +427,13 @@ def test_a_teacher_file_with_key_and_strip_is_read_alike_by_both_back_ends(teach
     assert_rows_close(metrics(root / "runs" / "wrapped_by_script"), metrics("runs/wrapped_by_ftr"), rel=0)
 
 
+def test_a_timm_teacher_of_a_torchvision_student_compiles_with_timm(root, capsys):
+    pytest.importorskip("timm")
+    teacher = model_teacher('file("models/timm.pt")').replace("backbone resnet18", 'backbone timm("resnet18")')
+    script = compile_to(capsys, write_recipe(root, student(teacher=teacher), "timm.ftr"), root / "timm.py")
+    assert "\nimport timm\n" in script and 'model = timm.create_model("resnet18")' in script
+
+
 def test_plan_shows_a_teacher_as_in_model(teacher_files, capsys):
     recipe = write_recipe(teacher_files, student("distill temperature=4, alpha=0.25", model_teacher()), "s.ftr")
     code, out, err = ftr(capsys, "plan", recipe)
