@@ -382,6 +382,9 @@ def _statements():
         },
         "teacher": {
             "run": ("run", _teacher_run),
+            "backbone": ("backbone", Builder.backbone),
+            "weights": ("weights", Builder.weights),
+            "head": ("head", Builder.head),
         },
         "data": {
             "train": ("train", _function("data source")),
@@ -551,7 +554,37 @@ def _read_block(builder, block: n.Block, data, seen):
     block_seen: dict[str, Span] = {}
     for statement in block.statements:
         _read_statement(builder, block.name, table, statement, fields, block_seen)
+    if block.name == "teacher":
+        _teacher_form(builder, block, fields, block_seen)
     data[block.name] = {key: value for key, value in fields.items() if value is not BAD}
+
+
+MODEL_LIKE = ("backbone", "weights", "head")
+
+
+def _teacher_form(builder, block: n.Block, fields: dict, seen: dict[str, Span]) -> None:
+    """One of the two forms: `run "folder"`, or backbone, weights and head as in model."""
+    model_like = [k for k in seen if k in MODEL_LIKE]  # in the order written
+    if "run" in seen and model_like:
+        builder.error(
+            f"a teacher is given by 'run' or by {', '.join(repr(k) for k in model_like)}, not both",
+            seen["run"],
+            hint="a run folder names its model already: remove run, or the model's statements",
+        )
+        fields["run"] = BAD
+        builder.bad.append(("teacher", "run"))
+    elif model_like and "backbone" not in seen:
+        builder.error(
+            "a teacher given as in model needs 'backbone'",
+            seen[model_like[0]],
+            hint="write backbone NAME, weights file(...) and head linear(classes=N), as in model",
+        )
+    elif not seen:
+        builder.error(
+            "a teacher needs a model",
+            block.name_span,
+            hint='write run "runs/name" (a finished run), or backbone, weights and head as in model',
+        )
 
 
 def _read_statement(builder, block_name, table, statement, fields, block_seen):
@@ -585,13 +618,6 @@ def _read_statement(builder, block_name, table, statement, fields, block_seen):
 def _unknown_statement(builder, block_name, table, statement):
     keyword = statement.keyword
     home = statement_home(keyword)
-    if block_name == "teacher" and home == "model":
-        builder.error(
-            f"a teacher given by '{keyword}' is not built yet",
-            statement.keyword_span,
-            hint='give a finished run of the teacher: run "runs/name" (ftr run writes one)',
-        )
-        return
     if home and home != block_name:
         builder.error(
             f"'{keyword}' is not a statement of {block_name}",

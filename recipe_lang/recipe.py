@@ -587,9 +587,26 @@ class EvaluateSpec(Strict):
 
 
 class TeacherSpec(Strict):
-    """`teacher { run "runs/big" }`: a finished run whose model teaches the student."""
+    """`teacher { run "runs/big" }`: a finished run whose model teaches the student; or
+    `teacher { backbone ...  weights ...  head ... }`: a model built as `model` builds it,
+    whose weights hold all of it, head included."""
 
-    run: RunWeights = Field(description='`run "folder"` (model=final | best): the teacher\'s model and classes')
+    run: RunWeights | None = Field(
+        None, description='`run "folder"` (model=final | best): the teacher\'s model and classes'
+    )
+    backbone: str | _tagged(*BACKBONES) | None = Field(None, description="as in model: the teacher's builder")
+    weights: Weights | None = Field(None, description="as in model: they must hold the whole teacher, head included")
+    head: Head | None = Field(None, description="as in model: the teacher's head; its classes are the student's")
+
+    @property
+    def model(self) -> ModelSpec | None:
+        """The model-like form as a `model` block with these statements; None for `run`."""
+        if self.backbone is None:
+            return None
+        fields = {"backbone": self.backbone, "head": self.head}
+        if self.weights is not None:
+            fields["weights"] = self.weights
+        return ModelSpec(**fields)
 
 
 # --- recipe --------------------------------------------------------------------

@@ -241,13 +241,8 @@ def test_other_classes_name_both_lists_at_the_run_line(root, capsys):
             "runs/teacher",
             "error: run 'runs/teacher' has no best.pt",
         ),
-        (
-            student(teacher="teacher {\n  backbone resnet50\n}\n\n"),
-            "backbone resnet50",
-            "error: a teacher given by 'backbone' is not built yet",
-        ),
     ],
-    ids=["teacher-alone", "distill-alone", "temperature", "alpha", "positional", "missing", "no-best", "backbone"],
+    ids=["teacher-alone", "distill-alone", "temperature", "alpha", "positional", "missing", "no-best"],
 )
 def test_mistakes_at_their_line(root, capsys, text, needle, message):
     err = check_error(capsys, text)
@@ -358,3 +353,148 @@ def test_compile_without_the_teachers_folder_is_a_message(root, capsys):
         "teacher's architecture from its recipe.ftr (`ftr check` says what is wrong with the folder)"
     )
     assert "Traceback" not in err
+
+
+# --- the teacher given as in model -------------------------------------------------------
+
+
+def model_teacher(weights: str = 'file("models/teacher.pt")', head: str | None = "linear(classes=4)") -> str:
+    lines = ["teacher {", "  backbone resnet18", f"  weights {weights}"] + ([f"  head {head}"] if head else [])
+    return "\n".join([*lines, "}", "", ""])
+
+
+@pytest.fixture
+def teacher_files(root):
+    """runs/teacher's model as a torchvision resnet18 with its head replaced would save it
+    (models/teacher.pt), and the same without the head's keys (models/nohead.pt)."""
+    import torchvision
+    from torch import nn
+
+    (root / "models").mkdir(exist_ok=True)
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Linear(512, 4)
+    model.load_state_dict(weights(root / "runs" / "teacher" / "model.pt"))
+    state = model.state_dict()
+    torch.save(state, root / "models" / "teacher.pt")
+    torch.save({k: v for k, v in state.items() if not k.startswith("fc.")}, root / "models" / "nohead.pt")
+    return root
+
+
+def test_a_teacher_as_in_model_gives_the_run_teachers_numbers(teacher_files, capsys):
+    """The same weights given as in model and as a run: the same student, by ftr run and
+    by the compiled script."""
+    root = teacher_files
+    by_run = write_recipe(root, student("distill temperature=3, alpha=0.7"), "by_run.ftr")
+    by_model = write_recipe(root, student("distill temperature=3, alpha=0.7", model_teacher()), "by_model.ftr")
+    run_ok(capsys, by_run, "runs/taught_by_run")
+    run_ok(capsys, by_model, "runs/taught_by_model")
+    assert without_seconds(metrics("runs/taught_by_model")) == without_seconds(metrics("runs/taught_by_run"))
+    a, b = weights("runs/taught_by_model/model.pt"), weights("runs/taught_by_run/model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    script = compile_to(capsys, by_model, root / "by_model.py")
+    assert 'TEACHER_FILE = "models/teacher.pt"' in script
+    assert "recipe_lang" not in script and "runtime" not in script.replace("RuntimeError", "")
+    script_ok(capsys, root / "by_model.py", root / "runs" / "taught_by_script")
+    assert_rows_close(metrics(root / "runs" / "taught_by_script"), metrics("runs/taught_by_model"), rel=0)
+    a = weights(root / "runs" / "taught_by_script" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_teacher_as_in_model_is_frozen_and_spends_no_seed(teacher_files, capsys):
+    root = teacher_files
+    run_ok(capsys, write_recipe(root, student(distill=None, teacher=None), "plain.ftr"), "runs/plain3")
+    recipe = write_recipe(root, student("distill temperature=2, alpha=0", model_teacher()), "zero_model.ftr")
+    (root / "runs" / "zero_model").mkdir()
+    trainer = Trainer(plan_of(recipe), root / "runs" / "zero_model", "cpu")
+    trainer.setup()
+    trainer.train()
+    teacher = trainer.loss.teacher
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    saved = torch.load(root / "models" / "teacher.pt", weights_only=True)
+    assert all(torch.equal(teacher.state_dict()[k], saved[k]) for k in saved)
+    assert without_seconds(metrics(root / "runs" / "zero_model")) == without_seconds(metrics("runs/plain3"))
+    a, b = trainer.model.state_dict(), weights("runs/plain3/model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in b)  # alpha=0: the plain run, number for number
+
+
+def test_a_teacher_file_with_key_and_strip_is_read_alike_by_both_back_ends(teacher_files, capsys):
+    """file("...", key=, strip=) as model reads it: a checkpoint wrapping a DataParallel state."""
+    root = teacher_files
+    state = torch.load(root / "models" / "teacher.pt", weights_only=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, root / "models" / "wrapped.pt")
+    wrapped = model_teacher(weights='file("models/wrapped.pt", key="state_dict", strip="module.")')
+    recipe = write_recipe(root, student("distill temperature=2, alpha=1", wrapped, epochs=1), "wrapped.ftr")
+    script = compile_to(capsys, recipe, root / "wrapped.py")
+    assert 'state = state["state_dict"]' in script and 'name.removeprefix("module.")' in script
+    run_ok(capsys, recipe, "runs/wrapped_by_ftr")
+    script_ok(capsys, root / "wrapped.py", root / "runs" / "wrapped_by_script")
+    assert_rows_close(metrics(root / "runs" / "wrapped_by_script"), metrics("runs/wrapped_by_ftr"), rel=0)
+
+
+def test_a_timm_teacher_of_a_torchvision_student_compiles_with_timm(root, capsys):
+    pytest.importorskip("timm")
+    teacher = model_teacher('file("models/timm.pt")').replace("backbone resnet18", 'backbone timm("resnet18")')
+    script = compile_to(capsys, write_recipe(root, student(teacher=teacher), "timm.ftr"), root / "timm.py")
+    assert "\nimport timm\n" in script and 'model = timm.create_model("resnet18")' in script
+
+
+def test_plan_shows_a_teacher_as_in_model(teacher_files, capsys):
+    recipe = write_recipe(teacher_files, student("distill temperature=4, alpha=0.25", model_teacher()), "s.ftr")
+    code, out, err = ftr(capsys, "plan", recipe)
+    assert code == 0, err
+    assert (
+        "teacher: as in model: resnet18, head linear(classes=4), weights models/teacher.pt; "
+        "frozen, in eval mode, on the student's batch"
+    ) in out.splitlines()
+
+
+def at_teacher(text: str, needle: str) -> str:
+    """line:col of `needle` in the teacher block."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("teacher {"))
+    i = next(i for i in range(start, len(lines)) if needle in lines[i])
+    return f"{i + 1}:{lines[i].index(needle) + 1}"
+
+
+@pytest.mark.parametrize(
+    ("teacher", "needle", "message"),
+    [
+        (
+            model_teacher(head="linear(classes=5)"),
+            "5)",
+            "error: the teacher's head has 5 classes, the student's data holds 4",
+        ),
+        (
+            model_teacher(weights="none"),
+            "none",
+            "error: a teacher with weights none would teach untrained logits",
+        ),
+        (
+            model_teacher(weights="default"),
+            "default",
+            "error: the teacher's new head would start untrained: weights default load the backbone only",
+        ),
+        (
+            model_teacher(weights='file("models/nohead.pt")'),
+            'file("models/nohead.pt")',
+            "error: 'models/nohead.pt' does not hold the teacher's head (fc): it would start untrained",
+        ),
+        (
+            'teacher {\n  run "runs/teacher"\n  backbone resnet18\n}\n\n',
+            'run "runs/teacher"',
+            "error: a teacher is given by 'run' or by 'backbone', not both",
+        ),
+        (
+            'teacher {\n  head linear(classes=4)\n  weights file("models/teacher.pt")\n}\n\n',
+            "head",
+            "error: a teacher given as in model needs 'backbone'",
+        ),
+    ],
+    ids=["head-classes", "weights-none", "weights-default", "file-without-head", "run-and-backbone", "no-backbone"],
+)
+def test_teacher_as_in_model_mistakes_at_their_line_and_column(teacher_files, capsys, teacher, needle, message):
+    text = student(teacher=teacher)
+    err = check_error(capsys, text)
+    assert f"s.ftr:{at_teacher(text, needle)}: {message}" in err, err
+    assert "hint" in err or "|" in err

@@ -84,14 +84,39 @@ class Phase(Frozen):
 
 
 class Teacher(Frozen):
-    """The finished run `distill` learns from: frozen, in eval mode, fed the student's batch."""
+    """The model `distill` learns from: frozen, in eval mode, fed the student's batch. A
+    finished run (`run`), or built as a `model` block builds it (`architecture`)."""
 
-    run: str = Field(description="the run folder")
-    model: str = Field(description="final or best: which of its models")
-    file: str = Field(description="the file its weights come from: model.pt or best.pt")
+    run: str | None = Field(description="the run folder; None: the teacher is given as in model")
+    model: str | None = Field(description="final or best: which of its models; None: given as in model")
+    file: str = Field(description="the file its weights come from: model.pt or best.pt, or weights file(...)'s")
     backbone: str | None = Field(description="what it trained, as its recipe writes it; None: not opened")
     head: str | None = Field(description="its head, as its recipe writes it; None: not opened")
     classes: list[str] | None = Field(description="the classes it learned, in index order (classes.json)")
+    architecture: TeacherModel | None = Field(
+        None, description="given as in model: what builds it, as the plan's own model fields say it"
+    )
+
+    @property
+    def described(self) -> str:
+        """For ftr plan and the compiled script: where the teacher comes from."""
+        what = f"{self.backbone}, head {self.head}" if self.backbone else "not opened"
+        if self.architecture is None:
+            return f"run {self.run} ({what})"
+        return f"as in model: {what}"
+
+
+class TeacherModel(Frozen):
+    """A teacher given as in model: the plan's model fields, for it (the back ends build it
+    as they build a trained run's model: the architecture, then its whole state, strict)."""
+
+    library: str = Field(description="who builds the backbone: torchvision or timm")
+    backbone: str = Field(description="the builder's name or timm's model name")
+    builder_kwargs: dict
+    weights: ResolvedWeights = Field(description="file(...) or run(...): the whole teacher, head included")
+    head: Head | None
+    classifier: Classifier
+    task: str = "classification"
 
 
 class Plan(Frozen):
@@ -159,6 +184,8 @@ class Plan(Frozen):
             at_default = {name: True for name, default in fields.items() if getattr(spec, name) == default}
             if at_default:
                 left_out[block] = at_default
+        if self.teacher is not None and self.teacher.architecture is None:  # the run form hashes as before
+            left_out["teacher"] = {"architecture": True}
         for source in ("train", "val"):
             if getattr(getattr(self.data, source), "text", "absent") is None:
                 left_out.setdefault("data", {})[source] = {"text": True}

@@ -11,7 +11,7 @@ from ..diagnostics import Diagnostic, RecipeError
 from ..recipe import Recipe
 from ..validation_errors import span_for
 from . import cache, data_check, from_run, layers, teacher, weights
-from .plan import Classifier, Group, OptimizerGroup, Phase, Plan, ResolvedWeights
+from .plan import Classifier, Group, OptimizerGroup, Phase, Plan, ResolvedWeights, Teacher, TeacherModel
 from .problem import Problem
 from .selectors import ModelIndex, SelectorResolver
 from .tasks import task_resolver
@@ -79,7 +79,7 @@ class _Resolution:
             self.attempt(("data", "unlabeled"), data_check.unlabeled_images, recipe.data.unlabeled.path)
         if classes is not None and resolved_weights.spec.kind == "run" and resolved_weights.loaded is not None:
             self.run_classes(resolved_weights.spec, classes)
-        teacher_plan = self.teacher_of(classes)
+        teacher_plan = self.teacher_of(classes, classifier)
         preprocess = task.preprocess(resolved_weights)
         if preprocess is not None:
             task.check_inputs(model, preprocess)
@@ -196,11 +196,14 @@ class _Resolution:
         if learned is not None:
             self.attempt(("model", "weights"), from_run.compare_classes, spec, learned, classes)
 
-    def teacher_of(self, classes: list[str] | None):
-        """teacher { run "..." }: its folder checked and its classes compared with the data's."""
+    def teacher_of(self, classes: list[str] | None, classifier: Classifier | None = None):
+        """teacher { run "..." }: its folder checked and its classes compared with the data's;
+        teacher { backbone ... weights ... head ... }: built as model builds it (teacher_model)."""
         spec = self.recipe.teacher
         if spec is None:
             return None
+        if spec.run is None:
+            return self.teacher_model(spec, classes, classifier)
         if not self.check_weights_file:  # its recipe and classes where they can be read, no diagnostic
             try:
                 return teacher.opened(spec.run, weights_file=False)
@@ -213,6 +216,111 @@ class _Resolution:
         head_classes = head.classes if head is not None else None
         self.attempt(("teacher", "run"), teacher.compare_classes, found, classes, head_classes)
         return found
+
+    def teacher_model(self, spec, classes: list[str] | None, student: Classifier | None):
+        """The teacher given as in model: built by the model block's builders (the task's
+        resolver, run on a copy of the recipe whose model is the teacher's), its weights the
+        whole model, head included; its class count the student's."""
+        model_spec = spec.model
+        if model_spec is None:  # no backbone: reported when the recipe was read
+            return None
+        if model_spec.library not in ("torchvision", "timm"):
+            self.report(
+                Problem(
+                    "a teacher is a torchvision or timm image classifier",
+                    hint='write backbone NAME (torchvision) or timm("name")',
+                ),
+                "teacher",
+                "backbone",
+            )
+            return None
+        sub = _TeacherResolution(self, model_spec)
+        task = task_resolver("classification", sub)
+        model = sub.attempt(("model", "backbone"), task.build)
+        if model is None:
+            return None
+        classifier = task.head(model)
+        if classifier is None:
+            return None
+        model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        resolved = self.teacher_weights(sub, model_spec, model_shapes, classifier)
+        taught = _classes_of(model_spec.head, classifier)
+        count = len(classes) if classes is not None else _classes_of(self.recipe.model.head, student)
+        if count is not None and taught != count:
+            what = "the student's data holds" if classes is not None else "the student's head has"
+            self.report(
+                Problem(
+                    f"the teacher's head has {taught} classes, {what} {count}",
+                    hint=f"give the teacher the student's classes: head linear(classes={count}), "
+                    "with weights trained on them",
+                ),
+                *(("teacher", "head", "classes") if model_spec.head is not None else ("teacher", "backbone")),
+            )
+        if resolved is None:
+            return None
+        return Teacher(
+            run=None,
+            model=None,
+            file=resolved.file,
+            backbone=from_run._backbone(sub.recipe),
+            head=from_run._head(sub.recipe),
+            classes=None,
+            architecture=TeacherModel(
+                library=model_spec.library,
+                backbone=model_spec.backbone_name,
+                builder_kwargs=task.builder_kwargs(),
+                weights=resolved,
+                head=model_spec.head,
+                classifier=classifier,
+            ),
+        )
+
+    def teacher_weights(self, sub, model_spec, model_shapes: dict, classifier: Classifier):
+        """file(...) or run(...) holding the whole teacher: a head that would start untrained
+        is an error at the teacher's weights line."""
+        spec = model_spec.weights
+        hint = (
+            'give weights file("...") holding the whole trained teacher, head included (a state dict of its '
+            'model), or run("runs/name")'
+        )
+        at = ("teacher", "weights") if self.recipe.teacher.weights is not None else ("teacher", "backbone")
+        if spec.kind == "none":
+            message = (
+                "a teacher with weights none would teach untrained logits"
+                if self.recipe.teacher.weights is not None
+                else "a teacher given as in model needs its weights: without them it is untrained"
+            )
+            self.report(Problem(message, hint=hint), *at)
+            return None
+        if spec.kind in ("default", "enum"):
+            message = (
+                f"the teacher's new head would start untrained: weights {spec.kind} load the backbone only"
+                if model_spec.head is not None
+                else f"a teacher from the builder's pretrained weights (weights {spec.kind}) is not built"
+            )
+            self.report(Problem(message, hint=hint), *at)
+            return None
+        if spec.kind == "run":
+            return sub.run_weights(spec, model_shapes)
+        if not self.check_weights_file:
+            return ResolvedWeights(spec=spec, file=spec.path)
+        state = self.attempt(at, weights.load_state_file, spec.path, spec.key, spec.strip)
+        if state is None:
+            return None
+        diff = weights.compare_keys(model_shapes, state, None)
+        if diff.is_clean():
+            return ResolvedWeights(spec=spec, file=spec.path, loaded=list(state))
+        head_keys = [k for k in diff.missing if k.startswith(classifier.path + ".")]
+        if head_keys:
+            problem = Problem(
+                f"'{spec.path}' does not hold the teacher's head ({classifier.path}): it would start untrained",
+                notes=diff.render(),
+                hint=hint,
+            )
+        else:
+            problem = Problem(f"'{spec.path}' does not fit the teacher's model", notes=diff.render(), hint=hint)
+        self.report(problem, *at)
+        return None
 
     # --- groups ----------------------------------------------------------------
 
@@ -460,3 +568,24 @@ def _probe_fits(model) -> None:
             f"head_init probe fits a linear head; this recipe has {what}",
             hint="write head linear(classes=N), or remove head_init",
         )
+
+
+def _classes_of(head, classifier: Classifier | None) -> int | None:
+    """The class count of a model: its new head's, else its builder's classifier's."""
+    if head is not None:
+        return head.classes
+    return classifier.out_features if classifier is not None else None
+
+
+class _TeacherResolution(_Resolution):
+    """A teacher given as in model, resolved by the model block's code: its recipe is the
+    student's with the teacher's model; what it reports at model goes to the teacher's lines."""
+
+    def __init__(self, parent: _Resolution, model_spec):
+        super().__init__(parent.recipe.model_copy(update={"model": model_spec}), False, parent.check_weights_file)
+        self.parent = parent
+
+    def report(self, problem: Problem, *loc) -> None:
+        if loc and loc[0] == "model":
+            loc = ("teacher", *loc[1:])
+        self.parent.report(problem, *loc)

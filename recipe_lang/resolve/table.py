@@ -112,10 +112,9 @@ def _teacher(plan: Plan) -> list[str]:
     teacher, distill = plan.teacher, plan.train.distill
     if teacher is None:
         return []
-    what = f"{teacher.backbone}, head {teacher.head}" if teacher.backbone else "not opened"
     t, a = distill.temperature, distill.alpha
     return [
-        f"teacher: run {teacher.run} ({what}), weights {teacher.file}; frozen, in eval mode, on the student's batch",
+        f"teacher: {teacher.described}, weights {teacher.file}; frozen, in eval mode, on the student's batch",
         f"loss: {a:g} * {t:g}^2 * KL(teacher || student at T={t:g}) + {1 - a:g} * cross-entropy",
     ]
 

@@ -49,17 +49,10 @@ class Task:
     def trained_model(self, state: dict) -> nn.Module:
         """The architecture the run trained (built as with its weights, without reading
         them), holding the run's state: what predict, evaluate and export use."""
-        plan = self.plan
-        model = timm_backbone(plan, False) if plan.library == "timm" else torchvision_backbone(plan, False)
-        self._attach_head(model)
-        model.load_state_dict(state)
-        return model
+        return trained_classifier(self.plan, state)
 
     def _attach_head(self, model: nn.Module) -> None:
-        plan = self.plan
-        if plan.head is not None:
-            module = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
-            architectures.replace_module(model, plan.classifier.path, module)
+        attach_head(self.plan, model)
 
     def datasets(self) -> Datasets:
         return datasets(self.plan)
@@ -218,6 +211,22 @@ def _described(source) -> str:
 def _item_name(base, index: int, source) -> str:
     samples = getattr(base, "samples", None)
     return samples[index][0] if samples is not None else f"{source.kind}[{index}]"
+
+
+def trained_classifier(plan, state: dict) -> nn.Module:
+    """The architecture of `plan` (a Plan, or a teacher's TeacherModel: library, backbone,
+    builder_kwargs, weights, head, classifier) built without reading its weights, holding
+    `state` (strict)."""
+    model = timm_backbone(plan, False) if plan.library == "timm" else torchvision_backbone(plan, False)
+    attach_head(plan, model)
+    model.load_state_dict(state)
+    return model
+
+
+def attach_head(plan, model: nn.Module) -> None:
+    if plan.head is not None:
+        module = architectures.new_head(plan.head, plan.classifier.in_features, plan.classifier.adapter)
+        architectures.replace_module(model, plan.classifier.path, module)
 
 
 def torchvision_backbone(plan, load: bool = True) -> nn.Module:

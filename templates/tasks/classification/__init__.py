@@ -53,6 +53,23 @@ def teacher_context(plan: Plan) -> dict | None:
     teacher = plan.teacher
     if teacher is None:
         return None
+    shared = {
+        "file": teacher.file,
+        "described": teacher.described,
+        "temperature": plan.train.distill.temperature,
+        "alpha": plan.train.distill.alpha,
+    }
+    if teacher.architecture is not None:  # given as in model: the plan's builder and head for it
+        architecture = teacher.architecture
+        spec = architecture.weights.spec
+        return {
+            **shared,
+            "model": model_context(architecture),
+            "classifier": architecture.classifier.path,
+            "as_in_model": True,
+            "key": spec.key if spec.kind == "file" else None,
+            "strip": spec.strip if spec.kind == "file" else None,
+        }
     if teacher.backbone is None:
         raise CompileError(
             f"cannot read the teacher's run folder '{teacher.run}': the script builds the teacher's "
@@ -64,12 +81,13 @@ def teacher_context(plan: Plan) -> dict | None:
     taught = resolve(run, data=False, weights_file=False)
     model = export_context(taught)["model"]
     return {
+        **shared,
         "model": model,
         "classifier": taught.classifier.path,
-        "file": teacher.file,
         "described": f"run {teacher.run}, {teacher.backbone} with head {teacher.head}",
-        "temperature": plan.train.distill.temperature,
-        "alpha": plan.train.distill.alpha,
+        "as_in_model": False,
+        "key": None,
+        "strip": None,
     }
 
 
@@ -157,7 +175,7 @@ def metrics_context(plan: Plan) -> dict:
 def imports(task: dict) -> list[str]:
     data = task["data"]
     statements = [
-        *(["import timm"] if task["model"]["library"] == "timm" else []),
+        *(["import timm"] if "timm" in _libraries(task) else []),
         "import torchvision",
         "from PIL import Image, UnidentifiedImageError",
         "from torch.utils.data import Dataset, default_collate",
@@ -168,6 +186,12 @@ def imports(task: dict) -> list[str]:
     if "synthetic" in data["kinds"]:
         statements.append("from torchvision.transforms.v2 import functional as F")
     return statements
+
+
+def _libraries(task: dict) -> set[str]:
+    """Who builds the model, and the teacher (distill)."""
+    teacher = task.get("teacher")
+    return {task["model"]["library"], *([teacher["model"]["library"]] if teacher else [])}
 
 
 # --- predict.py of an exported model (ftr export) ------------------------------------
