@@ -109,9 +109,12 @@ def _layout(rows: list[list[str]]) -> str:
 
 
 def _common_metrics(finals: list[dict]) -> list[str]:
+    """The losses and metrics, then pseudo_share and pseudo_accuracy where a run logs them."""
     keys = []
     for final in finals:
         keys += [k for k in final if (k == "train_loss" or k.startswith("val_")) and k not in keys]
+    for final in finals:
+        keys += [k for k in final if k.startswith("pseudo_") and k not in keys]
     return keys
 
 

@@ -94,3 +94,26 @@ def test_plain_compare_is_unchanged_one_row_per_run(tmp_path, capsys):
     assert code == 0
     assert [line.split()[:2] for line in out.splitlines()] == [["run", "status"], ["a", "finished"], ["b", "finished"]]
     assert "accuracy 0.6000 @3" in out
+
+
+def test_pseudo_label_keys_are_columns_after_the_metrics(tmp_path, capsys):
+    """A pseudo-labelled run's share and pseudo-label accuracy are shown; a run without them reads '-'."""
+    write_run(tmp_path / "finetune", "digits-finetune", 0.90, 0.3, (0.91, 14))
+    write_run(tmp_path / "pseudo", "digits-pseudo", 0.92, 0.3, (0.92, 15))
+    summary = json.loads((tmp_path / "pseudo" / "summary.json").read_text())
+    summary["final"] |= {"pseudo_share": 0.8091, "pseudo_accuracy": 0.9941}
+    (tmp_path / "pseudo" / "summary.json").write_text(json.dumps(summary))
+
+    code, out, err = compare(capsys, "--mean", tmp_path / "finetune", tmp_path / "pseudo")
+    assert code == 0, err
+    table = rows(out)
+    assert table["recipe"][2:7] == ["train_loss", "val_loss", "val_accuracy", "pseudo_share", "pseudo_accuracy"]
+    assert " ".join(table["digits-pseudo"]).count("0.8091 ± -") == 1
+    assert "0.9941 ± -" in " ".join(table["digits-pseudo"])
+    assert table["digits-finetune"][11:13] == ["-", "-"]  # after three "mean ± sd" cells
+
+    code, out, err = compare(capsys, tmp_path / "finetune", tmp_path / "pseudo")
+    assert code == 0, err
+    header, finetune, pseudo = out.splitlines()
+    assert header.split()[3:8] == ["train_loss", "val_loss", "val_accuracy", "pseudo_share", "pseudo_accuracy"]
+    assert pseudo.split()[6:8] == ["0.8091", "0.9941"] and finetune.split()[6:8] == ["-", "-"]
