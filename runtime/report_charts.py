@@ -20,8 +20,13 @@ class Chart:
     png: bytes
 
 
+PSEUDO_KEYS = ("pseudo_share", "pseudo_accuracy")
+
+
 def draw(runs: list[Run]) -> list[Chart]:
     charts = [_metric_chart(runs, metric) for metric in metric_names(runs)]
+    if any(key in row for run in runs for row in run.rows for key in PSEUDO_KEYS):
+        charts.append(_pseudo_chart(runs))
     return charts + [_rates_chart(run) for run in runs if rate_keys(run)]
 
 
@@ -55,6 +60,19 @@ def _metric_chart(runs: list[Run], metric: str) -> Chart:
         _mark_best(axes, run, metric, colour)
     title = f"{metric} per epoch"
     return _finish(figure, axes, title, metric)
+
+
+def _pseudo_chart(runs: list[Run]) -> Chart:
+    """pseudo_label: the share of unlabeled images selected, and how many of them carry
+    their true class where the folder says it, per epoch."""
+    figure, axes = _figure()
+    for i, run in enumerate(runs):
+        for key, style in zip(PSEUDO_KEYS, ("-", "--"), strict=True):
+            epochs, values = _series(run, key)
+            if epochs:
+                axes.plot(epochs, values, style, color=f"C{i % 10}", marker=".", label=f"{run.name} {key}")
+    axes.set_ylim(0, 1.02)
+    return _finish(figure, axes, "pseudo-labels per epoch", "share / accuracy")
 
 
 def _mark_best(axes, run: Run, metric: str, colour: str) -> None:

@@ -167,6 +167,22 @@ def test_a_recipe_that_no_longer_resolves_still_gives_the_curves(runs, capsys, t
     assert len(images(page)) == 3
 
 
+def test_a_pseudo_labelled_run_has_a_chart_of_its_share_and_accuracy(runs, capsys, tmp_path):
+    folder = tmp_path / "pseudo"
+    shutil.copytree(runs["ftr"], folder)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    for row in rows[1:]:
+        row |= {"pseudo_share": 0.25 * row["epoch"], "pseudo_accuracy": 0.97}
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, err = report(capsys, folder)
+    assert code == 0, err
+    page = (folder / "report.html").read_text()
+    assert len(images(page)) == 4  # loss, accuracy, pseudo-labels, the rates
+    assert 'alt="pseudo-labels per epoch"' in page
+    code, err = report(capsys, runs["ftr"])
+    assert code == 0 and "pseudo-labels" not in (runs["ftr"] / "report.html").read_text()
+
+
 def test_what_is_not_a_run_gets_a_message(runs, capsys, tmp_path):
     code, err = report(capsys, tmp_path)
     assert code == 1
