@@ -164,8 +164,13 @@ def test_the_compiled_script_gives_ftr_runs_numbers(root, capsys):
 
 
 def test_resume_gives_the_run_that_never_stopped(root, capsys, monkeypatch):
-    recipe = write_recipe(root, student(epochs=3), "resume.ftr")
-    run_ok(capsys, recipe, "runs/full")
+    assert_resumes_exactly(capsys, monkeypatch, write_recipe(root, student(epochs=3), "resume.ftr"))
+
+
+def assert_resumes_exactly(capsys, monkeypatch, recipe):
+    """Stopped after its first checkpoint and resumed: the run that never stopped."""
+    full, stopped = f"runs/{recipe.stem}-full", f"runs/{recipe.stem}-stopped"
+    run_ok(capsys, recipe, full)
     save = Trainer.save_checkpoint
 
     def save_then_stop(self, epoch):
@@ -174,11 +179,11 @@ def test_resume_gives_the_run_that_never_stopped(root, capsys, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "save_checkpoint", save_then_stop)
-    assert main(["run", str(recipe), "--out", "runs/stopped", "--device", "cpu", "--quiet"]) == 130
+    assert main(["run", str(recipe), "--out", stopped, "--device", "cpu", "--quiet"]) == 130
     monkeypatch.setattr(Trainer, "save_checkpoint", save)
-    assert len(metrics("runs/stopped")) == 1
-    run_ok(capsys, recipe, "runs/stopped", "--resume")
-    assert without_seconds(metrics("runs/stopped")) == without_seconds(metrics("runs/full"))
+    assert len(metrics(stopped)) == 1
+    run_ok(capsys, recipe, stopped, "--resume")
+    assert without_seconds(metrics(stopped)) == without_seconds(metrics(full))
 
 
 def test_plan_shows_the_teacher_and_the_loss(root, capsys):
@@ -399,6 +404,11 @@ def test_a_teacher_as_in_model_gives_the_run_teachers_numbers(teacher_files, cap
     assert_rows_close(metrics(root / "runs" / "taught_by_script"), metrics("runs/taught_by_model"), rel=0)
     a = weights(root / "runs" / "taught_by_script" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_teacher_as_in_model_resumes_exactly(teacher_files, capsys, monkeypatch):
+    recipe = write_recipe(teacher_files, student(teacher=model_teacher(), epochs=3), "resume_model.ftr")
+    assert_resumes_exactly(capsys, monkeypatch, recipe)
 
 
 def test_a_teacher_as_in_model_is_frozen_and_spends_no_seed(teacher_files, capsys):
