@@ -470,11 +470,16 @@ class LayerDecay(Strict):
 class PseudoLabel(Strict):
     """`pseudo_label threshold=0.95, weight=1, start=4`: from epoch `start`, each epoch
     begins by predicting the unlabeled images; those predicted with a probability of at
-    least `threshold` train in that epoch under their predicted class."""
+    least `threshold` train in that epoch under their predicted class. With
+    `balanced=true` each class has its own threshold (FlexMatch's class-wise
+    thresholds, see runtime/pseudo_labels.py)."""
 
     threshold: float = Field(0.95, gt=0, le=1, description="the least top probability a pseudo-label needs")
     weight: float = Field(1.0, ge=0, description="the pseudo-labelled images' loss over the labelled ones'")
     start: Size = Field(1, description="the first epoch that uses pseudo-labels")
+    balanced: bool = Field(
+        False, description="class-wise thresholds (FlexMatch): threshold scaled down for the classes seldom selected"
+    )
 
 
 class Distill(Strict):

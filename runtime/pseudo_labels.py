@@ -9,6 +9,10 @@ goes through the train pipeline and joins batch i in one forward, and the batch'
 loss is CE(labelled) + weight * CE(pseudo-labelled chunk). The number of optimizer
 steps and the schedule do not change.
 
+With `balanced=true` the one threshold becomes one per class (FlexMatch's
+class-wise thresholds, Zhang et al., NeurIPS 2021), from the same predictions:
+see class_thresholds.
+
 The selection is made again from the model at the start of every epoch, so a run
 resumed from a checkpoint (written at an epoch's end) selects what the
 uninterrupted run selected. Nothing here draws from the global generator but the
@@ -57,10 +61,22 @@ def known_labels(files: list[str], root: str, classes: list[str]) -> list[int]:
     return labels
 
 
+def class_thresholds(confidence: torch.Tensor, predicted: torch.Tensor, classes: int, threshold: float):
+    """FlexMatch's class-wise thresholds from one pass of predictions: sigma_c is the
+    number of images predicted as c at >= threshold, beta_c = sigma_c /
+    max(max_c sigma_c, N - sum_c sigma_c) (the warm-up normalisation: while most
+    images are below the threshold, every beta is small), and T_c = M(beta_c) *
+    threshold with M(x) = x / (2 - x). A tensor of `classes` thresholds (float64)."""
+    sigma = torch.bincount(predicted[confidence >= threshold], minlength=classes).double()
+    beta = sigma / max(sigma.max().item(), len(confidence) - sigma.sum().item())
+    return beta / (2 - beta) * threshold
+
+
 class PseudoLabels:
     def __init__(self, plan, classes: list[str]):
         spec = plan.train.pseudo_label
         self.threshold, self.weight, self.start = spec.threshold, spec.weight, spec.start
+        self.balanced, self.classes = spec.balanced, len(classes)
         self.seed = plan.seed
         self.batch_size = plan.data.eval_batch_size or plan.data.batch_size
         root = plan.data.unlabeled.path
@@ -92,7 +108,11 @@ class PseudoLabels:
                 confidence.append(top.cpu())
                 predicted.append(label.cpu())
         confidence, predicted = torch.cat(confidence), torch.cat(predicted)
-        chosen = (confidence >= self.threshold).nonzero().flatten()
+        if self.balanced:
+            thresholds = class_thresholds(confidence, predicted, self.classes, self.threshold)
+            chosen = (confidence >= thresholds[predicted]).nonzero().flatten()
+        else:
+            chosen = (confidence >= self.threshold).nonzero().flatten()
         self.labels = dict(zip(chosen.tolist(), predicted[chosen].tolist(), strict=True))
         generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
         order = chosen[torch.randperm(len(chosen), generator=generator)]
@@ -102,6 +122,8 @@ class PseudoLabels:
         if (known >= 0).any():
             right = (known == predicted[chosen]) & (known >= 0)
             row["pseudo_accuracy"] = right.sum().item() / (known >= 0).sum().item()
+        if self.balanced:
+            row["pseudo_threshold_min"] = thresholds.min().item()
         return row
 
     def batch(self, i: int, device, layout):

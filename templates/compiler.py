@@ -213,7 +213,10 @@ def _pseudo_label(plan: Plan) -> dict | None:
     spec, source = plan.train.pseudo_label, plan.data.unlabeled
     if spec is None or source is None:
         return None
-    return {"path": source.path, "threshold": spec.threshold, "weight": spec.weight, "start": spec.start}
+    options = {"path": source.path, "threshold": spec.threshold, "weight": spec.weight, "start": spec.start}
+    if spec.balanced:  # left out at its default: the scripts of earlier recipes are unchanged
+        options["balanced"] = True
+    return options
 
 
 def optimizer_call(plan: Plan) -> Call:

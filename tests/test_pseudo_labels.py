@@ -46,8 +46,10 @@ UNLABELED = '  unlabeled images("data/unlabeled")'
 UNLABELED_IMAGES = 17  # 4 class folders of 4, and one image beside them
 
 
-def recipe(threshold=None, unlabeled=UNLABELED, start=2, weight=0.5) -> str:
+def recipe(threshold=None, unlabeled=UNLABELED, start=2, weight=0.5, balanced=None) -> str:
     pseudo = "" if threshold is None else f"  pseudo_label threshold={threshold}, weight={weight}, start={start}"
+    if balanced is not None:
+        pseudo += f", balanced={balanced}"
     return RECIPE.format(unlabeled=unlabeled if threshold is not None else "", pseudo=pseudo)
 
 
@@ -62,6 +64,7 @@ def folder(tmp_path_factory):
     write_recipe(root, recipe(), "plain.ftr")
     write_recipe(root, recipe(threshold=1.0), "never.ftr")
     write_recipe(root, recipe(threshold=0.3), "pseudo.ftr")
+    write_recipe(root, recipe(threshold=0.6, balanced="true"), "balanced.ftr")
     return root
 
 
@@ -216,3 +219,65 @@ def test_prepare_puts_half_of_the_unlabelled_target_pool_in_class_folders(tmp_pa
         pool = sum(1 for name in plain["val"] if name.startswith(f"{digit}/"))
         unlabeled = sum(1 for name in split["unlabeled"] if name.startswith(f"{digit}/"))
         assert unlabeled == round(0.5 * pool)
+
+
+def test_class_thresholds_are_flexmatch_s_against_a_hand_computation():
+    import torch
+
+    from runtime.pseudo_labels import class_thresholds
+
+    # 10 images, 3 classes, threshold 0.9: at >= 0.9, four predicted 0, two predicted 1, none 2
+    confidence = torch.tensor([0.95, 0.99, 0.9, 0.97, 0.91, 0.93, 0.5, 0.6, 0.4, 0.7])
+    predicted = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 0])
+    # sigma = (4, 2, 0); N - sum = 4; beta = sigma / max(4, 4) = (1, 0.5, 0);
+    # M(beta) = beta / (2 - beta) = (1, 1/3, 0)
+    got = class_thresholds(confidence, predicted, 3, 0.9)
+    assert got.tolist() == pytest.approx([0.9, 0.3, 0.0])
+    # warm-up: 1 of 10 images is at >= 0.9 (class 0), so N - sum = 9 normalises, not max sigma = 1:
+    # beta = (1/9, 0, 0), M = (1/9) / (17/9) = 1/17
+    low = torch.tensor([0.95, 0.5, 0.6, 0.4, 0.7, 0.3, 0.5, 0.6, 0.8, 0.85])
+    got = class_thresholds(low, predicted, 3, 0.9)
+    assert got.tolist() == pytest.approx([0.9 / 17, 0.0, 0.0])
+
+
+def test_balanced_selects_more_of_the_class_the_model_is_unsure_of():
+    import torch
+
+    from runtime.pseudo_labels import class_thresholds
+
+    # class 0: 8 sure predictions; class 1: 2 sure and 6 at 0.8 (the unsure class)
+    confidence = torch.tensor([0.99] * 8 + [0.97, 0.96] + [0.8] * 6)
+    predicted = torch.tensor([0] * 8 + [1] * 8)
+    one = (confidence >= 0.95).nonzero().flatten()
+    thresholds = class_thresholds(confidence, predicted, 2, 0.95)
+    flex = (confidence >= thresholds[predicted]).nonzero().flatten()
+    # sigma = (8, 2), N - sum = 6, beta = (1, 0.25), T = (0.95, 0.95 / 7)
+    assert thresholds.tolist() == pytest.approx([0.95, 0.95 * 0.25 / 1.75])
+    assert (predicted[one] == 1).sum() == 2 and (predicted[flex] == 1).sum() == 8
+    assert (predicted[one] == 0).sum() == (predicted[flex] == 0).sum() == 8  # the sure class keeps 0.95
+
+
+def test_balanced_thresholds_give_the_same_numbers_in_both_back_ends(folder, runs, capsys, monkeypatch):
+    monkeypatch.chdir(folder)
+    rows = metrics(runs("balanced"))
+    for row in rows[1:]:
+        assert 0 < row["pseudo_share"] <= 1
+        assert 0 <= row["pseudo_threshold_min"] <= 0.6
+    assert not any("pseudo_threshold_min" in row for row in metrics(runs("pseudo")))
+    script = compile_to(capsys, "balanced.ftr", "balanced.py")
+    assert "def class_thresholds(" in script and '"balanced": True' in script
+    assert "class_thresholds" not in compile_to(capsys, "pseudo.ftr", "unbalanced.py")
+    script_ok(capsys, "balanced.py", "script_balanced")
+    assert_rows_close(metrics("script_balanced"), rows)
+    code, out, err = ftr(capsys, "plan", "balanced.ftr")
+    assert code == 0, err
+    assert "predicted at >= a class-balanced (FlexMatch) threshold of at most 0.6 train as that class" in out
+
+
+def test_balanced_is_a_bool_at_its_line(folder, capsys, monkeypatch):
+    monkeypatch.chdir(folder)
+    path = write_recipe(folder, recipe(threshold=0.9, balanced="3"), "b.ftr")
+    code, _, err = ftr(capsys, "check", "--syntax", path)
+    assert code == 1
+    column = recipe(threshold=0.9, balanced="3").splitlines()[22].index("balanced=3") + len("balanced=") + 1
+    assert f"{path}:23:{column}: error: invalid balanced: must be true or false" in err

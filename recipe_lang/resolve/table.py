@@ -99,9 +99,12 @@ def _header(plan: Plan) -> str:
         lines.append(f"data: {len(plan.classes)} classes ({shown})")
     pseudo = train.pseudo_label
     if pseudo is not None and plan.data.unlabeled is not None:
+        at = f"at >= {pseudo.threshold:g}"
+        if pseudo.balanced:
+            at = f"at >= a class-balanced (FlexMatch) threshold of at most {pseudo.threshold:g}"
         lines.append(
             f"pseudo-labels: from epoch {pseudo.start}, images under {plan.data.unlabeled.path} predicted "
-            f"at >= {pseudo.threshold:g} train as that class (loss weight {pseudo.weight:g})"
+            f"{at} train as that class (loss weight {pseudo.weight:g})"
         )
     lines += _teacher(plan)
     return "\n".join(lines)
