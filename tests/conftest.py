@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,20 @@ def hf_models(tmp_path_factory):
     (root / "models").mkdir()
     (root / "models" / "all-MiniLM-L6-v2").symlink_to(minilm(), target_is_directory=True)
     return root
+
+
+def demo_calls(script: Path, tmp_path: Path, seeds: str | None = None) -> list[str]:
+    """The commands a demo script runs, in order: `python` and `ftr` replaced by stand-ins
+    that log their arguments (SEEDS unset unless given)."""
+    log = tmp_path / "calls"
+    for name in ("python", "ftr"):
+        stub = tmp_path / "bin" / name
+        stub.parent.mkdir(exist_ok=True)
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("SEEDS", None)
+    if seeds is not None:
+        env["SEEDS"] = seeds
+    subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, check=True, capture_output=True)
+    return log.read_text().splitlines()

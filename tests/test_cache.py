@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from test_compile import compile_to, script_ok
-from test_run import assert_rows_close, metrics, run_ok, weights, write_recipe
+from test_run import assert_rows_close, interrupted_run, metrics, run_ok, weights, write_recipe
 
 import recipe_lang
 import runtime.cache
-from recipe_lang.cli import main
 from recipe_lang.resolve import resolve
 from recipe_lang.resolve.table import plan_table
 from runtime.trainer import Trainer
@@ -151,20 +150,11 @@ def test_features_past_the_memory_limit_go_to_a_file_that_is_removed(probe, caps
     assert_rows_close(metrics("on-disk"), metrics("in-memory"))
 
 
-def test_resume_inside_a_cached_span(probe, capsys, monkeypatch):
+def test_resume_inside_a_cached_span(probe, capsys):
     """Stopped after epoch 1 of the cached span, resumed (the features computed again):
     the numbers of a run that never stopped."""
     run_ok(capsys, probe, "full")
-    save = Trainer.save_checkpoint
-
-    def save_then_stop(self, epoch):
-        save(self, epoch)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_stop)
-    assert main(["run", str(probe), "--out", "stopped", "--device", "cpu", "--quiet"]) == 130
-    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    assert interrupted_run(probe, "stopped", epoch=1) == 130
     assert len(metrics("stopped")) == 1
     summary = run_ok(capsys, probe, "stopped", "--resume")
     assert_rows_close(metrics("stopped"), metrics("full"))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import demo_calls
 from PIL import Image
 
 import recipe_lang
@@ -62,17 +62,7 @@ def test_prepare_seed_draws_other_labelled_images_from_the_same_source(digits, t
 
 def test_demo_runs_the_source_once_and_every_arm_over_three_seeds(tmp_path):
     """demo.sh with `python` and `ftr` replaced by stand-ins that log their arguments."""
-    log = tmp_path / "calls"
-    for name in ("python", "ftr"):
-        stub = tmp_path / "bin" / name
-        stub.parent.mkdir(exist_ok=True)
-        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
-        stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("SEEDS", None)
-    subprocess.run(["bash", str(DIGITS / "demo.sh")], cwd=tmp_path, env=env, check=True, capture_output=True)
-
-    calls = log.read_text().splitlines()
+    calls = demo_calls(DIGITS / "demo.sh", tmp_path)
     runs = [c.split()[2] for c in calls if c.startswith("ftr run")]
     assert runs.count("recipes/digits/source.ftr") == 1 and runs[0] == "recipes/digits/source.ftr"
     arms = ["probe", "gradual", "finetune", "lpft", "scratch"]

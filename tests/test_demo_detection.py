@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from conftest import demo_calls
 
 import recipe_lang
 from recipe_lang.cli import main
@@ -49,7 +48,7 @@ def canvases(tmp_path_factory) -> Path:
 
 def test_demo_trains_the_source_once_then_every_arm_on_one_seed(tmp_path):
     """demo.sh with `python` and `ftr` replaced by stand-ins that log their arguments."""
-    calls = _demo_calls(tmp_path, seeds=None)
+    calls = demo_calls(DETECTION / "demo.sh", tmp_path)
     runs = [c.split()[2] for c in calls if c.startswith("ftr run")]
     assert runs[0] == "recipes/detection/source.ftr" and runs.count("recipes/detection/source.ftr") == 1
     make = "python recipes/detection/make_digits_voc.py --size 64"
@@ -64,28 +63,13 @@ def test_demo_trains_the_source_once_then_every_arm_on_one_seed(tmp_path):
 
 
 def test_demo_over_several_seeds_draws_canvases_per_seed_and_compares_means(tmp_path):
-    calls = _demo_calls(tmp_path, seeds="0 1")
+    calls = demo_calls(DETECTION / "demo.sh", tmp_path, seeds="0 1")
     draws = [c for c in calls if "--out data/digits_voc/target" in c]
     assert [d.split()[-1] for d in draws] == ["0", "1"]
     second = calls.index(draws[1])
     assert all(f"--set seed=1 --out runs/det-{arm}-seed1" in " ".join(calls[second:]) for arm in ARMS)
     outs = [f"runs/det-{arm}-seed{seed}" for seed in (0, 1) for arm in ARMS]
     assert calls[-1] == "ftr compare --mean " + " ".join(outs)
-
-
-def _demo_calls(tmp_path: Path, seeds: str | None) -> list[str]:
-    log = tmp_path / "calls"
-    for name in ("python", "ftr"):
-        stub = tmp_path / "bin" / name
-        stub.parent.mkdir(exist_ok=True)
-        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
-        stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("SEEDS", None)
-    if seeds is not None:
-        env["SEEDS"] = seeds
-    subprocess.run(["bash", str(DETECTION / "demo.sh")], cwd=tmp_path, env=env, check=True, capture_output=True)
-    return log.read_text().splitlines()
 
 
 @pytest.mark.parametrize("name", ["source", *ARMS])

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import demo_calls, make_image_folder
 from test_compile import compile_to, script_ok
 from test_run import (
     assert_rows_close,
     ftr,
+    interrupted_run,
     metrics,
     plan_of,
     recipe_text,
@@ -163,24 +164,15 @@ def test_the_compiled_script_gives_ftr_runs_numbers(root, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_gives_the_run_that_never_stopped(root, capsys, monkeypatch):
-    assert_resumes_exactly(capsys, monkeypatch, write_recipe(root, student(epochs=3), "resume.ftr"))
+def test_resume_gives_the_run_that_never_stopped(root, capsys):
+    assert_resumes_exactly(capsys, write_recipe(root, student(epochs=3), "resume.ftr"))
 
 
-def assert_resumes_exactly(capsys, monkeypatch, recipe):
+def assert_resumes_exactly(capsys, recipe):
     """Stopped after its first checkpoint and resumed: the run that never stopped."""
     full, stopped = f"runs/{recipe.stem}-full", f"runs/{recipe.stem}-stopped"
     run_ok(capsys, recipe, full)
-    save = Trainer.save_checkpoint
-
-    def save_then_stop(self, epoch):
-        save(self, epoch)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_stop)
-    assert main(["run", str(recipe), "--out", stopped, "--device", "cpu", "--quiet"]) == 130
-    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    assert interrupted_run(recipe, stopped, epoch=1) == 130
     assert len(metrics(stopped)) == 1
     run_ok(capsys, recipe, stopped, "--resume")
     assert without_seconds(metrics(stopped)) == without_seconds(metrics(full))
@@ -300,19 +292,7 @@ def test_two_processes_give_the_numbers_of_one(root, capsys):
 
 def test_the_demo_script_distills_each_seeds_own_teacher(tmp_path):
     """recipes/digits/distill_demo.sh with `python` and `ftr` replaced by stand-ins that log their arguments."""
-    import subprocess
-
-    digits = Path(__file__).resolve().parent.parent / "recipes" / "digits"
-    log = tmp_path / "calls"
-    for name in ("python", "ftr"):
-        stub = tmp_path / "bin" / name
-        stub.parent.mkdir(exist_ok=True)
-        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
-        stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("SEEDS", None)
-    subprocess.run(["bash", str(digits / "distill_demo.sh")], cwd=tmp_path, env=env, check=True, capture_output=True)
-    calls = log.read_text().splitlines()
+    calls = demo_calls(Path(__file__).resolve().parent.parent / "recipes" / "digits" / "distill_demo.sh", tmp_path)
     assert [c for c in calls if c.startswith("ftr run")][0].startswith("ftr run recipes/digits/source.ftr")
     for seed in (0, 1, 2):
         teacher = f"ftr run recipes/digits/finetune.ftr --set seed={seed} --out runs/digits-finetune-seed{seed}"
@@ -406,9 +386,9 @@ def test_a_teacher_as_in_model_gives_the_run_teachers_numbers(teacher_files, cap
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_teacher_as_in_model_resumes_exactly(teacher_files, capsys, monkeypatch):
+def test_a_teacher_as_in_model_resumes_exactly(teacher_files, capsys):
     recipe = write_recipe(teacher_files, student(teacher=model_teacher(), epochs=3), "resume_model.ftr")
-    assert_resumes_exactly(capsys, monkeypatch, recipe)
+    assert_resumes_exactly(capsys, recipe)
 
 
 def test_a_teacher_as_in_model_is_frozen_and_spends_no_seed(teacher_files, capsys):

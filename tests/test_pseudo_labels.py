@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import make_image_folder
 from test_compile import compile_to, script_ok
-from test_run import assert_rows_close, ftr, metrics, run_ok, weights, without_seconds, write_recipe
+from test_run import assert_rows_close, ftr, interrupted_run, metrics, run_ok, weights, without_seconds, write_recipe
 
 from recipe_lang.cli import main
-from runtime.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,16 +115,7 @@ def test_confident_predictions_join_training_from_start_in_both_back_ends(folder
 def test_a_resumed_run_selects_again_and_gives_the_uninterrupted_run_s_numbers(folder, runs, capsys, monkeypatch):
     monkeypatch.chdir(folder)
     full = runs("pseudo")
-    save = Trainer.save_checkpoint
-
-    def save_then_stop(self, epoch):
-        save(self, epoch)
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_stop)
-    assert main(["run", "pseudo.ftr", "--out", "stopped", "--device", "cpu", "--quiet"]) == 130
-    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    assert interrupted_run("pseudo.ftr", "stopped", epoch=2) == 130
     assert len(metrics("stopped")) == 2
     run_ok(capsys, "pseudo.ftr", "stopped", "--resume")
     assert_rows_close(metrics("stopped"), metrics(full))

@@ -33,6 +33,7 @@ from recipe_lang.cli import main
 from recipe_lang.resolve import resolve
 from runtime.model import build_model
 from runtime.optim import build_optimizer
+from runtime.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_LOOP_PY = ROOT / "reference" / "seed_loop.py"
@@ -173,6 +174,20 @@ def env() -> dict:
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     e["OMP_NUM_THREADS"] = e["MKL_NUM_THREADS"] = "1"
     return e
+
+
+def interrupted_run(recipe, out, epoch: int) -> int:
+    """`ftr run` with Ctrl-C pressed right after epoch `epoch`'s checkpoint: its exit status."""
+    save = Trainer.save_checkpoint
+
+    def save_then_stop(self, done):
+        save(self, done)
+        if done == epoch:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "save_checkpoint", save_then_stop)
+        return main(["run", str(recipe), "--out", str(out), "--device", "cpu", "--quiet"])
 
 
 def ctrl_c_reaches_python() -> None:

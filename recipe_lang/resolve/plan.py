@@ -184,11 +184,6 @@ class Plan(Frozen):
             at_default = {name: True for name, default in fields.items() if getattr(spec, name) == default}
             if at_default:
                 left_out[block] = at_default
-        pseudo = self.train.pseudo_label
-        if pseudo is not None and not pseudo.balanced:  # added later too: hashes as before at its default
-            left_out.setdefault("train", {})["pseudo_label"] = {"balanced": True}
-        if self.teacher is not None and self.teacher.architecture is None:  # the run form hashes as before
-            left_out["teacher"] = {"architecture": True}
         for source in ("train", "val"):
             if getattr(getattr(self.data, source), "text", "absent") is None:
                 left_out.setdefault("data", {})[source] = {"text": True}
