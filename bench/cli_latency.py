@@ -67,6 +67,16 @@ evaluate {{
 TOPS = {"resnet50": "layer4", "vit_b_16": "encoder.layers[-2:]"}
 
 
+# what validating any recipe costs before ftr's own work: importing Pydantic, creating
+# the recipe's model classes and building the Recipe's validator (every model in it)
+PYDANTIC_FLOOR = "Pydantic: import, models, validator"
+# (as the CLI runs it: no plugin discovery, no cyclic collector)
+VALIDATORS_ONLY = (
+    "import gc, os; gc.disable(); os.environ['PYDANTIC_DISABLE_PLUGINS'] = '__all__'; "
+    "from recipe_lang import cli; cli._skip_plugin_discovery(); "
+    "from recipe_lang.recipe import Recipe; Recipe.model_rebuild(force=True)"
+)
+
 ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 
@@ -139,6 +149,7 @@ def main() -> None:
         light = interleaved(
             {
                 "python -c pass (floor)": [py, "-c", "pass"],
+                PYDANTIC_FLOOR: [py, "-c", VALIDATORS_ONLY],
                 "ftr check --syntax": ftr + ["check", "--syntax", str(files["resnet50"])],
                 "ftr fmt --check": ftr + ["fmt", "--check", str(files["resnet50"])],
             },
@@ -146,7 +157,7 @@ def main() -> None:
         )
         interpreter = statistics.median(light["python -c pass (floor)"])
         for name, times in light.items():
-            floor = None if name.startswith("python") else interpreter
+            floor = None if name.startswith("python") or name == PYDANTIC_FLOOR else interpreter
             rows.append((name, statistics.median(times), floor, min(times)))
         if not options.torch_free:
             rows += torch_rows(py, ftr, files, runs, tmp)

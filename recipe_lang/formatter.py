@@ -32,8 +32,8 @@ from .nodes import (
     Statement,
     Str,
     TupleV,
-    quote,
 )
+from .quoting import quote
 from .syntax import parse_document
 
 HEADER_ORDER = ("recipe", "seed", "output", "task")

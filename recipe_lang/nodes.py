@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .diagnostics import Span
 from .generated_parser import Token, Transformer, v_args
+from .quoting import ESCAPES
 
 # --- values --------------------------------------------------------------------
 
@@ -162,14 +163,6 @@ class Document:
 
 # --- from Lark's tree ----------------------------------------------------------
 
-_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
-
-
-def quote(text: str) -> str:
-    """A recipe string literal for text."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return f'"{escaped}"'
-
 
 def unquote(token: Token) -> str:
     body, out, i = token[1:-1], [], 0
@@ -177,12 +170,12 @@ def unquote(token: Token) -> str:
         ch = body[i]
         if ch == "\\":
             nxt = body[i + 1]
-            if nxt not in _ESCAPES:
+            if nxt not in ESCAPES:
                 col = token.column + 1 + i
                 span = Span(token.line, col, token.line, col + 2)
                 hint = 'use \\", \\\\, \\n or \\t; write paths with forward slashes'
                 raise NodeProblem(f"invalid escape '\\{nxt}' in string", span, hint)
-            out.append(_ESCAPES[nxt])
+            out.append(ESCAPES[nxt])
             i += 2
         else:
             out.append(ch)

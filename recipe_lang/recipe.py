@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from .nodes import quote
+from .quoting import quote
 
 
 class Strict(BaseModel):

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import recipe_lang
 from recipe_lang.formatter import statement_text
-from recipe_lang.nodes import AtEpoch, Freeze, Gradually, Statement, quote
+from recipe_lang.nodes import AtEpoch, Freeze, Gradually, Statement
+from recipe_lang.quoting import quote
 from recipe_lang.resolve import resolve
 
 from .measuring import SuggestError, setup
