@@ -5,10 +5,12 @@ the floor it cannot beat (a bare interpreter, and importing torch + torchvision)
 parse + validate in-process, and resolving in-process (the model built on the
 meta device and run at each image size the recipe feeds it).
 
-The torch-free commands and their floor are run in turn, round after round, so
-that a busy machine slows them alike; their fastest run is printed too. Every
-command runs once before it is timed, with bytecode caching on (as an installed
-ftr has its .pyc files), whatever PYTHONDONTWRITEBYTECODE says.
+The torch-free commands and their floors are run in turn, round after round, so
+that a busy machine slows them alike; their fastest run and their CPU time (median)
+are printed too. Their second floor is Pydantic's share of any validation: importing
+it, creating the recipe's model classes and building the Recipe's validator. Every
+command runs once before it is timed, with bytecode caching on (as an installed ftr
+has its .pyc files), whatever PYTHONDONTWRITEBYTECODE says.
 
     python bench/cli_latency.py [--runs 5] [--torch-free]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -81,11 +84,20 @@ ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRIT
 
 
 def once(argv: list[str]) -> float:
+    return timed(argv)[0]
+
+
+def timed(argv: list[str]) -> tuple[float, float]:
+    """Wall-clock seconds, and the CPU seconds (user + system) the process used: on a
+    machine shared with other jobs the CPU time moves less than the wall-clock time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=ENV)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr}")
-    return time.perf_counter() - start
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def whole_process(argv: list[str], runs: int) -> float:
@@ -93,14 +105,14 @@ def whole_process(argv: list[str], runs: int) -> float:
     return statistics.median(once(argv) for _ in range(runs))
 
 
-def interleaved(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
-    """Each command's times, the commands run in turn in every round."""
+def interleaved(commands: dict[str, list[str]], runs: int) -> dict[str, list[tuple[float, float]]]:
+    """Each command's (wall, CPU) times, the commands run in turn in every round."""
     for argv in commands.values():
         once(argv)
     times = {name: [] for name in commands}
     for _ in range(runs):
         for name, argv in commands.items():
-            times[name].append(once(argv))
+            times[name].append(timed(argv))
     return times
 
 
@@ -155,10 +167,12 @@ def main() -> None:
             },
             runs,
         )
-        interpreter = statistics.median(light["python -c pass (floor)"])
+        interpreter = statistics.median(wall for wall, _ in light["python -c pass (floor)"])
         for name, times in light.items():
             floor = None if name.startswith("python") or name == PYDANTIC_FLOOR else interpreter
-            rows.append((name, statistics.median(times), floor, min(times)))
+            walls = [wall for wall, _ in times]
+            cpus = [cpu for _, cpu in times]
+            rows.append((name, statistics.median(walls), floor, min(walls), statistics.median(cpus)))
         if not options.torch_free:
             rows += torch_rows(py, ftr, files, runs, tmp)
         parse_time = in_process(files["resnet50"].read_text(), runs)
@@ -169,10 +183,12 @@ def main() -> None:
 
 
 def _print(rows: list[tuple], parse_time: float, resolve_times: dict, runs: int) -> None:
-    print(f"{'command':40} {'seconds':>9} {'x floor':>8} {'fastest':>8}")
-    for name, seconds, floor, fastest in rows:
+    print(f"{'command':40} {'seconds':>9} {'x floor':>8} {'fastest':>8} {'CPU s':>8}")
+    for name, seconds, floor, fastest, cpu in rows:
         ratio = f"{seconds / floor:8.2f}" if floor else f"{'':8}"
-        print(f"{name:40} {seconds:9.3f} {ratio} {'' if fastest is None else f'{fastest:8.3f}'}")
+        fastest = "" if fastest is None else f"{fastest:8.3f}"
+        cpu = "" if cpu is None else f"{cpu:8.3f}"
+        print(f"{name:40} {seconds:9.3f} {ratio} {fastest:>8} {cpu:>8}")
     print(f"{'parse + validate, in process':40} {parse_time * 1000:8.2f}ms")
     for backbone, seconds in resolve_times.items():
         print(f"{f'resolve ({backbone}), in process':40} {seconds * 1000:8.0f}ms")
@@ -182,13 +198,15 @@ def _print(rows: list[tuple], parse_time: float, resolve_times: dict, runs: int)
 
 def torch_rows(py: str, ftr: list[str], files: dict, runs: int, tmp: str) -> list[tuple]:
     torch_import = whole_process([py, "-c", "import torch, torchvision"], runs)
-    rows = [("import torch, torchvision (floor)", torch_import, None, None)]
+    rows = [("import torch, torchvision (floor)", torch_import, None, None, None)]
     for backbone, path in files.items():
-        rows.append((f"ftr check ({backbone})", whole_process(ftr + ["check", str(path)], runs), torch_import, None))
-        rows.append((f"ftr plan ({backbone})", whole_process(ftr + ["plan", str(path)], runs), torch_import, None))
         script = str(Path(tmp, f"{backbone}.py"))
-        compile_ = ftr + ["compile", str(path), "-o", script]
-        rows.append((f"ftr compile ({backbone})", whole_process(compile_, runs), torch_import, None))
+        commands = {
+            f"ftr check ({backbone})": ftr + ["check", str(path)],
+            f"ftr plan ({backbone})": ftr + ["plan", str(path)],
+            f"ftr compile ({backbone})": ftr + ["compile", str(path), "-o", script],
+        }
+        rows += [(name, whole_process(argv, runs), torch_import, None, None) for name, argv in commands.items()]
     return rows
 
 
