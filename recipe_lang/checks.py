@@ -250,7 +250,8 @@ def _pseudo_label(recipe: Recipe):
 
 
 def _distill(recipe: Recipe):
-    """A teacher and `distill` come together, on a task with class logits."""
+    """A teacher and `distill` come together (tasks.STATEMENT_TASK keeps distill to
+    classification)."""
     teacher, distill = recipe.teacher, recipe.train.distill
     if teacher is not None and distill is None:
         yield Diagnostic(
@@ -263,12 +264,6 @@ def _distill(recipe: Recipe):
             "'distill' needs a teacher",
             _at(recipe, "train", "distill"),
             hint='add teacher { run "runs/name" } (a finished run of the same classes)',
-        )
-    if distill is not None and recipe.task != "classification":
-        yield Diagnostic(
-            f"'distill' is built for task classification, not {recipe.task}",
-            _at(recipe, "train", "distill"),
-            hint="remove distill and the teacher block",
         )
     if distill is not None and recipe.train.pseudo_label is not None:
         yield Diagnostic(

@@ -60,6 +60,7 @@ STATEMENT_TASK = {
     ("train", "channels_last"): IMAGES,
     ("data", "unlabeled"): (CLASSIFICATION,),
     ("train", "pseudo_label"): (CLASSIFICATION,),
+    ("train", "distill"): (CLASSIFICATION,),
 }
 
 # how to put right, in a recipe of a task, what belongs to others
@@ -75,6 +76,7 @@ _HINTS = {
             "remove it: the detector resizes its inputs itself; set min_size and max_size in model"
         ),
         "backbone": "write a torchvision.models.detection builder, e.g. fasterrcnn_resnet50_fpn",
+        "distill": "remove it and the teacher block: a detector's outputs are not class logits",
     },
     CLASSIFICATION: {
         "head": 'add "task detection" below the recipe line, or write head linear(classes=N)',
@@ -91,6 +93,7 @@ _HINTS = {
         "normalize": "remove it: a text has no pixels to normalize",
         "skip_bad_images": "remove it: a text recipe reads no images",
         "channels_last": "remove it: a text recipe has no image layout",
+        "distill": "remove it and the teacher block: ftr distills image classifiers only",
     },
 }
 _ADD_TASK = {

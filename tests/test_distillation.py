@@ -250,9 +250,8 @@ def test_mistakes_at_their_line(root, capsys, text, needle, message):
 def test_other_tasks_are_refused(root, capsys):
     text = student().replace('recipe "student"', 'recipe "student"\ntask detection')
     err = check_error(capsys, text, "--syntax")
-    assert (
-        f"s.ftr:{line_of(text, 'distill')}:3: error: 'distill' is built for task classification, not detection" in err
-    )
+    assert f"s.ftr:{line_of(text, 'distill')}:3: error: distill belongs to task classification, not detection" in err
+    assert "remove it and the teacher block: a detector's outputs are not class logits" in err
 
 
 def test_a_teacher_that_went_away_is_a_message(root, capsys, tmp_path):
