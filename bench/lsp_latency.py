@@ -11,7 +11,8 @@ didChange until the diagnostics that answer it are published:
 - model error (`unfreeze layer5`): the publish of the model check, which waits
   for the debounce first, then resolves the model on the meta device.
 
-Prints the median, minimum and maximum of each in milliseconds.
+Prints the median, minimum and maximum of each in milliseconds, and how long the
+server takes to end after `shutdown` and `exit`.
 """
 
 from __future__ import annotations
@@ -85,9 +86,12 @@ def main() -> None:
         times["model error"].append(timed(client, model_error, version, lambda d: "layer5" in messages(d)))
         version += 1
         times["fixed (syntax pass)"].append(timed(client, RECIPE, version, lambda d: d == []))
-    client.close()
+    started = time.perf_counter()
+    client.close()  # the last edit's model check is still pending or running
+    closing = time.perf_counter() - started
 
     print(f"server start to first model check (torch import): {warmup * 1000:.0f} ms")
+    print(f"shutdown and exit to the process's end, a model check pending: {closing * 1000:.0f} ms")
     print(f"{args.edits} edits each, debounce {args.debounce * 1000:.0f} ms\n")
     print(f"{'didChange -> diagnostics':<28}{'median':>10}{'min':>10}{'max':>10}")
     for name, values in times.items():

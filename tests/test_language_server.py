@@ -231,6 +231,20 @@ def test_a_failing_request_does_not_end_the_session_and_exit_is_clean(client):
     assert client.close() == 0
 
 
+def test_exit_while_a_model_check_runs_and_exit_without_shutdown():
+    """The process ends at `exit` without waiting for a model check in flight or for
+    torch's teardown; without `shutdown` first its status is 1, as LSP asks."""
+    busy = StdioClient(ftr_lsp_command(), env=dict(ENV, FTR_LSP_DEBOUNCE="0"), cwd=str(ROOT))
+    busy.initialize()
+    busy.open(uri_of("busy"), RECIPE)
+    busy.diagnostics(uri_of("busy"))  # the syntax pass: the model check starts now
+    assert busy.close() == 0
+    abrupt = StdioClient(ftr_lsp_command(), env=ENV, cwd=str(ROOT))
+    abrupt.initialize()
+    abrupt.notify("exit")
+    assert abrupt.process.wait(timeout=30) == 1
+
+
 def test_without_pygls_ftr_lsp_says_how_to_install_it(tmp_path):
     (tmp_path / "pygls").mkdir()
     (tmp_path / "pygls" / "__init__.py").write_text("raise ModuleNotFoundError(name='pygls')\n")

@@ -9,12 +9,14 @@ if the document has not changed since.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NoReturn
 
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
@@ -51,6 +53,7 @@ class RecipeServer(LanguageServer):
         self.checked: dict[str, Checked] = {}
         self.outlines: dict[str, object] = {}  # uri -> the last model built for it
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftr-model-check")
+        self.shutdown_requested = False
 
     @property
     def encoding(self) -> str:
@@ -136,6 +139,11 @@ def guarded(default=None):
 server = RecipeServer()
 
 
+@server.feature(lsp.SHUTDOWN)
+def _shutdown(ls: RecipeServer, params) -> None:
+    ls.shutdown_requested = True
+
+
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
 @guarded()
 def did_open(ls: RecipeServer, params: lsp.DidOpenTextDocumentParams):
@@ -214,7 +222,15 @@ def formatting(ls: RecipeServer, params: lsp.DocumentFormattingParams):
     return [lsp.TextEdit(range=_range(*whole_text_range(text, ls.encoding)), new_text=formatted)]
 
 
-def serve() -> int:
+def serve() -> NoReturn:
+    """Serve on stdio until the editor's `exit` (or the end of its input); then end the
+    process at once: 0 after a `shutdown` request, 1 without one, as LSP asks (pygls
+    itself exits 0 either way). With torch imported, the interpreter's own teardown
+    takes seconds, and a model check may still be running; the server has nothing
+    left to write, so neither is waited for."""
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="ftr lsp: %(levelname)s: %(message)s")
     server.start_io()
-    return 0
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(ValueError, OSError):  # pygls closes stdout at exit
+            stream.flush()
+    os._exit(0 if server.shutdown_requested else 1)
