@@ -19,6 +19,7 @@ CHECKED_TASKS = (CLASSIFICATION, DETECTION, TEXT)
 LABELS = (CLASSIFICATION, TEXT)  # one label out of a head on a vector
 IMAGES = (CLASSIFICATION, DETECTION)
 PRESETS = (CLASSIFICATION,)  # the tasks whose inputs may follow the weights' preset (`... weights`)
+DISTILLED = (CLASSIFICATION,)  # the tasks `distill` takes: a teacher's run must be of one too
 
 HEAD_TASK = {"linear": LABELS, "mlp": LABELS, "detection": (DETECTION,)}
 SOURCE_TASK = {
@@ -60,7 +61,7 @@ STATEMENT_TASK = {
     ("train", "channels_last"): IMAGES,
     ("data", "unlabeled"): (CLASSIFICATION,),
     ("train", "pseudo_label"): (CLASSIFICATION,),
-    ("train", "distill"): (CLASSIFICATION,),
+    ("train", "distill"): DISTILLED,
 }
 
 # how to put right, in a recipe of a task, what belongs to others

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 from conftest import demo_calls, make_image_folder
 from test_compile import compile_to, script_ok
 from test_run import (
+    ROOT,
     assert_rows_close,
     ftr,
     interrupted_run,
@@ -252,6 +254,20 @@ def test_other_tasks_are_refused(root, capsys):
     err = check_error(capsys, text, "--syntax")
     assert f"s.ftr:{line_of(text, 'distill')}:3: error: distill belongs to task classification, not detection" in err
     assert "remove it and the teacher block: a detector's outputs are not class logits" in err
+
+
+def test_a_teacher_run_of_another_task_is_refused_at_its_line(root, capsys):
+    detector = root / "runs" / "detector"
+    shutil.copytree(root / "runs" / "teacher", detector, dirs_exist_ok=True)
+    (detector / "recipe.ftr").write_text((ROOT / "recipes" / "voc_fasterrcnn.ftr").read_text())
+    text = student(teacher='teacher {\n  run "runs/detector"\n}\n\n')
+    err = check_error(capsys, text)
+    line = line_of(text, "runs/detector")
+    assert (
+        f"s.ftr:{line}:7: error: run 'runs/detector' is a detection run; a teacher gives class logits "
+        "(task classification)" in err
+    ), err
+    assert "give a run of task classification" in err
 
 
 def test_a_teacher_that_went_away_is_a_message(root, capsys, tmp_path):

@@ -8,6 +8,7 @@ recipe must be a classification and its classes, in index order, the student's
 from __future__ import annotations
 
 from ..recipe import RunWeights
+from ..tasks import DISTILLED
 from . import from_run
 from .plan import Teacher
 from .problem import Problem
@@ -26,10 +27,11 @@ def opened(spec: RunWeights, weights_file: bool = True) -> Teacher:
     if weights_file:
         from_run.check_folder(spec)
     run = from_run.run_recipe(spec.path)
-    if run.task != "classification":
+    if run.task not in DISTILLED:
+        tasks = " or ".join(DISTILLED)
         raise Problem(
-            f"run '{spec.path}' is a {run.task} run; a teacher gives class logits (task classification)",
-            hint="give a run of task classification",
+            f"run '{spec.path}' is a {run.task} run; a teacher gives class logits (task {tasks})",
+            hint=f"give a run of task {tasks}",
         )
     return Teacher(
         run=spec.path,
